@@ -1,0 +1,173 @@
+"""Shared validation, parameter-map resampling, padding and tiling for the kernels.
+
+Every public kernel takes images ``(B, C, H, W)`` and parameters that are either a
+Python number or a tensor ``(B or 1, 1 or C, h, w)`` at any resolution. Parameter
+maps are resampled bilinearly (pixel centres aligned, ``align_corners=False``) to the
+grid where they are needed, so half-resolution maps cover exactly the same extent as
+the full-resolution image.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from numbers import Real
+
+import torch
+import torch.nn.functional as F
+
+Param = float | torch.Tensor
+
+__all__ = [
+    "Param",
+    "as_map",
+    "check_image",
+    "max_value",
+    "pad",
+    "row_tiles",
+]
+
+_FLOAT_DTYPES = (torch.float32, torch.float64)
+
+
+def check_image(x: torch.Tensor, name: str = "x", *, min_size: int = 1) -> None:
+    """Raise a clear exception unless ``x`` is a finite floating ``(B, C, H, W)`` tensor."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(
+            f"{name} must be a torch.Tensor of shape (B, C, H, W), got {type(x).__name__}; "
+            "convert numpy arrays with torch.from_numpy(a)[None, None] for one gray image."
+        )
+    if x.ndim != 4:
+        raise ValueError(
+            f"{name} must have 4 dimensions (B, C, H, W), got {x.ndim} with shape "
+            f"{tuple(x.shape)}; add batch/channel axes with x[None, None] for one gray image."
+        )
+    if x.dtype not in _FLOAT_DTYPES:
+        raise TypeError(
+            f"{name} must be a floating tensor (float32 or float64), got {x.dtype}; "
+            "convert integer images with x.float() (and rescale to [0, 1] if you like)."
+        )
+    if min(x.shape) < 1:
+        raise ValueError(f"{name} is empty: shape {tuple(x.shape)}.")
+    if x.shape[-1] < min_size or x.shape[-2] < min_size:
+        raise ValueError(
+            f"{name} is {x.shape[-2]}x{x.shape[-1]} pixels; this operation needs at least "
+            f"{min_size}x{min_size}."
+        )
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError(
+            f"{name} contains NaN or Inf values; replace them first (e.g. torch.nan_to_num)."
+        )
+
+
+def _range_text(low: float | None, high: float | None) -> str:
+    lo = "-inf" if low is None else f"{low:g}"
+    hi = "inf" if high is None else f"{high:g}"
+    return f"[{lo}, {hi}]"
+
+
+def as_map(
+    p: Param,
+    x: torch.Tensor,
+    name: str,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    size: tuple[int, int] | None = None,
+) -> torch.Tensor:
+    """Turn a number or a parameter map into a tensor that broadcasts against ``x``.
+
+    Parameters
+    ----------
+    p : float or torch.Tensor
+        A number, a 0-d tensor, or a map ``(B or 1, 1 or C, h, w)`` at any resolution.
+    x : torch.Tensor
+        The image ``(B, C, H, W)`` the parameter belongs to (gives batch, channels,
+        dtype and device).
+    name : str
+        Parameter name, used in error messages.
+    low, high : float, optional
+        Inclusive range the values must lie in.
+    size : (int, int), optional
+        Grid the map is needed on; default ``x``'s ``(H, W)``.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(B, 1 or C, H', W')`` (a stride-0 view for numbers), same dtype/device as ``x``.
+        Gradients flow back to ``p`` when it is a tensor.
+    """
+    B, C, H, W = x.shape
+    Ho, Wo = (H, W) if size is None else size
+    if isinstance(p, Real) and not isinstance(p, bool):
+        v = float(p)
+        if not math.isfinite(v):
+            raise ValueError(f"{name} must be finite, got {v}.")
+        if (low is not None and v < low) or (high is not None and v > high):
+            raise ValueError(f"{name} must lie in {_range_text(low, high)}, got {v:g}.")
+        return torch.full((1, 1, 1, 1), v, dtype=x.dtype, device=x.device).expand(B, 1, Ho, Wo)
+    if not isinstance(p, torch.Tensor):
+        raise TypeError(
+            f"{name} must be a number or a torch.Tensor of shape (B, 1 or C, h, w), "
+            f"got {type(p).__name__}."
+        )
+    if p.ndim == 0:
+        p = p.reshape(1, 1, 1, 1)
+    if p.ndim != 4:
+        raise ValueError(
+            f"{name} must be a number or a map of shape (B, 1 or C, h, w), got shape "
+            f"{tuple(p.shape)}."
+        )
+    if p.shape[0] not in (1, B):
+        raise ValueError(f"{name} has batch size {p.shape[0]}, but the image has {B} (or use 1).")
+    if p.shape[1] not in (1, C):
+        raise ValueError(f"{name} has {p.shape[1]} channels, but the image has {C} (or use 1).")
+    if min(p.shape) < 1:
+        raise ValueError(f"{name} is empty: shape {tuple(p.shape)}.")
+    if not p.is_floating_point():
+        p = p.to(x.dtype)
+    with torch.no_grad():
+        if not bool(torch.isfinite(p).all()):
+            raise ValueError(f"{name} contains NaN or Inf values.")
+        if low is not None or high is not None:
+            pmin, pmax = float(p.min()), float(p.max())
+            if (low is not None and pmin < low) or (high is not None and pmax > high):
+                raise ValueError(
+                    f"{name} must lie in {_range_text(low, high)}, got values in "
+                    f"[{pmin:g}, {pmax:g}]."
+                )
+    p = p.to(dtype=x.dtype, device=x.device)
+    if p.shape[-2:] != (Ho, Wo):
+        if p.shape[-2:] == (1, 1):
+            p = p.expand(-1, -1, Ho, Wo)
+        else:
+            p = F.interpolate(p, size=(Ho, Wo), mode="bilinear", align_corners=False)
+    return p.expand(B, -1, Ho, Wo)
+
+
+def max_value(p: torch.Tensor) -> float:
+    """Largest value of a map as a Python float (no gradient)."""
+    return float(p.detach().max())
+
+
+def pad(x: torch.Tensor, r: int) -> torch.Tensor:
+    """Pad the last two axes by ``r`` pixels, mirroring without repeating the edge.
+
+    Mirror ('reflect') padding is used where the image is large enough; images smaller
+    than the pad fall back to edge replication, so any image size works.
+    """
+    if r == 0:
+        return x
+    mode = "reflect" if min(x.shape[-2:]) > r else "replicate"
+    return F.pad(x, (r, r, r, r), mode=mode)
+
+
+def row_tiles(height: int, width: int, depth: int, *, target: int = 1 << 19) -> Iterator[tuple[int, int]]:
+    """Row ranges ``(r0, r1)`` such that ``(r1 - r0) * width * depth`` stays near ``target``.
+
+    Working on a band of rows at a time keeps intermediates in cache, which is what
+    makes the offset loops fast on CPUs, and bounds peak memory.
+    """
+    rows = max(1, min(height, target // max(1, width * depth)))
+    for r0 in range(0, height, rows):
+        yield r0, min(height, r0 + rows)

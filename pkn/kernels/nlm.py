@@ -1,0 +1,211 @@
+"""Non-local means and bilateral filtering with a per-pixel signal sigma."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from ._common import Param, as_map, check_image, pad, row_tiles
+
+__all__ = ["NLM", "bilateral", "nlm"]
+
+_SIGMA_FLOOR = 1e-10  # keeps 1 / sigma^2 finite: sigma -> 0 is the identity, never NaN
+
+
+def _odd(value: int, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1 or value % 2 == 0:
+        raise ValueError(f"{name} must be a positive odd integer (1, 3, 5, ...), got {value!r}.")
+    return value
+
+
+def _box(d: torch.Tensor, size: int) -> torch.Tensor:
+    """Sum over a ``size x size`` window ('valid'): output shrinks by ``size - 1``."""
+    if size == 1:
+        return d
+    h, w = d.shape[-2] - size + 1, d.shape[-1] - size + 1
+    rows = d[..., 0:h, :]
+    for i in range(1, size):
+        rows = rows + d[..., i : i + h, :]
+    out = rows[..., 0:w]
+    for j in range(1, size):
+        out = out + rows[..., j : j + w]
+    return out
+
+
+def nlm(
+    x: torch.Tensor,
+    sigma: Param,
+    *,
+    patch_size: int = 3,
+    search_size: int = 5,
+    spatial_sigma: float | None = None,
+    guide: torch.Tensor | None = None,
+    joint: bool = False,
+) -> torch.Tensor:
+    r"""Non-local means with a per-pixel signal sigma.
+
+    For every pixel :math:`p` and every offset :math:`o` of the ``search_size x
+    search_size`` window, the mean squared difference of the two patches is
+
+    .. math:: D_o(p) = \frac{1}{|P|\,K} \sum_{k} \sum_{q \in P} (g_k(p+q) - g_k(p+o+q))^2
+
+    where :math:`g` is the guide (default: the image itself), :math:`P` the
+    ``patch_size x patch_size`` window and :math:`K` the number of guide channels the
+    distance is averaged over (``K = 1`` per channel; all guide channels if ``joint``).
+    The weights and the output are
+
+    .. math::
+        w_o(p) = \exp\!\Big(-\frac{D_o(p)}{2\,\sigma(p)^2}\Big)
+                 \exp\!\Big(-\frac{|o|^2}{2\,\sigma_s^2}\Big), \qquad
+        y(p) = \frac{\sum_o w_o(p)\, x(p+o)}{\sum_o w_o(p)}
+
+    (the spatial factor only when ``spatial_sigma`` is given). The centre weight is
+    always 1, so the sum of weights is at least 1 and the output is a convex
+    combination of input pixels: it lies within the min/max of the search window.
+    ``sigma -> 0`` gives the identity, ``sigma -> inf`` the mean of the search
+    window. Borders are mirrored.
+
+    Parameters
+    ----------
+    x : torch.Tensor
+        Image ``(B, C, H, W)``, float32 or float64.
+    sigma : float or torch.Tensor
+        Signal sigma, >= 0, in the units of ``x``: a number or a map
+        ``(B or 1, 1 or C, h, w)`` at any resolution (bilinearly resampled).
+        With ``joint=True`` it must have one channel.
+    patch_size, search_size : int
+        Odd sizes of the comparison patch and of the search window.
+    spatial_sigma : float, optional
+        Adds a fixed Gaussian falloff over the search offsets (in pixels).
+    guide : torch.Tensor, optional
+        ``(B, 1 or C, H, W)`` image the patch distances are computed on; ``x`` is
+        what gets averaged. With ``joint=True`` it may have any number of channels.
+    joint : bool
+        Average the patch distance over all guide channels so that every channel
+        uses the same weights (better on RGB than per-channel distances).
+
+    Returns
+    -------
+    torch.Tensor
+        Filtered image, same shape, dtype and device as ``x``. Differentiable with
+        respect to ``x``, ``sigma`` and ``guide``.
+
+    References
+    ----------
+    .. [1] A. Buades, B. Coll, J.-M. Morel, "A non-local algorithm for image
+       denoising", CVPR 2005.
+    .. [2] B. Wronski, "Procedural Kernel Networks", arXiv:2112.09318, 2021.
+    """
+    check_image(x)
+    ps, ss = _odd(patch_size, "patch_size"), _odd(search_size, "search_size")
+    pr, sr = ps // 2, ss // 2
+    B, C, H, W = x.shape
+    g = x if guide is None else guide
+    if guide is not None:
+        check_image(guide, "guide")
+        if guide.shape[0] != B or guide.shape[-2:] != x.shape[-2:]:
+            raise ValueError(
+                f"guide must have the image's batch size and size {(B, H, W)}, got shape "
+                f"{tuple(guide.shape)}."
+            )
+        if not joint and guide.shape[1] not in (1, C):
+            raise ValueError(
+                f"guide has {guide.shape[1]} channels; per-channel distances need 1 or "
+                f"{C} (the image's). Pass joint=True to average over the guide's channels."
+            )
+        g = guide.to(x.dtype)
+    s = as_map(sigma, x, "sigma", low=0.0)
+    if joint and s.shape[1] != 1:
+        raise ValueError("with joint=True, sigma must have a single channel.")
+    if spatial_sigma is not None and not (math.isfinite(spatial_sigma) and spatial_sigma > 0):
+        raise ValueError(f"spatial_sigma must be a positive number, got {spatial_sigma!r}.")
+
+    K = g.shape[1] if joint else 1
+    grad = torch.is_grad_enabled() and any(t.requires_grad for t in (x, g, s))
+    R = pr + sr
+    gp = pad(g, R)  # (B, Cg, H+2R, W+2R): guide for the patches
+    xp = gp[..., pr : gp.shape[-2] - pr, pr : gp.shape[-1] - pr] if g is x else pad(x, sr)
+    offsets = [(dy, dx) for dy in range(-sr, sr + 1) for dx in range(-sr, sr + 1) if dy or dx]
+    depth = B * max(C, g.shape[1]) * (4 if grad else 1)
+    tiles = []
+    for r0, r1 in row_tiles(H, W + 2 * R, depth, target=1 << 17):
+        h = r1 - r0
+        gt = gp[:, :, r0 : r1 + 2 * R]
+        xt = xp[:, :, r0 : r1 + 2 * sr]
+        # -1 / (2 sigma^2 |P| K): multiplies the patch *sum* of squared differences
+        it = s[:, :, r0:r1].clamp_min(_SIGMA_FLOOR).square().mul(-2.0 * ps * ps * K).reciprocal()
+        centre = gt[:, :, sr : sr + h + 2 * pr, sr : sr + W + 2 * pr]
+        num = xt[:, :, sr : sr + h, sr : sr + W].clone()  # centre offset: weight 1
+        den = None
+        for dy, dx in offsets:
+            shifted = gt[:, :, sr + dy : sr + dy + h + 2 * pr, sr + dx : sr + dx + W + 2 * pr]
+            d = (shifted - centre).square() if grad else (shifted - centre).square_()
+            if joint:
+                d = d.sum(1, keepdim=True)  # (B, 1, h+2pr, W+2pr)
+            d = _box(d, ps)  # (B, 1|Cg, h, W)
+            e = d * it if grad else d.mul_(it)
+            if spatial_sigma is not None:
+                e = e - (dy * dy + dx * dx) / (2.0 * spatial_sigma**2)
+            w = e.exp() if grad else e.exp_()  # (B, 1|C, h, W)
+            v = xt[:, :, sr + dy : sr + dy + h, sr + dx : sr + dx + W]  # (B, C, h, W)
+            if grad:
+                num = num + w * v
+                den = w + 1.0 if den is None else den + w
+            else:
+                num.addcmul_(w, v)
+                den = w + 1.0 if den is None else den.add_(w)
+        if den is None:  # 1x1 search window: the identity
+            tiles.append(num)
+        else:
+            tiles.append(num / den if grad else num.div_(den))
+    return tiles[0] if len(tiles) == 1 else torch.cat(tiles, dim=2)
+
+
+def bilateral(
+    x: torch.Tensor,
+    sigma: Param,
+    *,
+    search_size: int = 5,
+    spatial_sigma: float | None = None,
+    guide: torch.Tensor | None = None,
+    joint: bool = False,
+) -> torch.Tensor:
+    """Bilateral filter: :func:`nlm` with a 1x1 patch (range weight on single pixels).
+
+    Parameters and returns as for :func:`nlm`; ``spatial_sigma`` gives the classic
+    spatial Gaussian factor of the bilateral filter (off by default: a box window).
+
+    References
+    ----------
+    .. [1] C. Tomasi, R. Manduchi, "Bilateral filtering for gray and color images",
+       ICCV 1998.
+    """
+    return nlm(
+        x,
+        sigma,
+        patch_size=1,
+        search_size=search_size,
+        spatial_sigma=spatial_sigma,
+        guide=guide,
+        joint=joint,
+    )
+
+
+class NLM(nn.Module):
+    """Thin module around :func:`nlm`: ``NLM(patch_size, search_size)(x, sigma)``."""
+
+    def __init__(self, patch_size: int = 3, search_size: int = 5, joint: bool = False):
+        super().__init__()
+        self.patch_size, self.search_size, self.joint = patch_size, search_size, joint
+
+    def forward(self, x: torch.Tensor, sigma: Param, guide: torch.Tensor | None = None):
+        return nlm(
+            x,
+            sigma,
+            patch_size=self.patch_size,
+            search_size=self.search_size,
+            guide=guide,
+            joint=self.joint,
+        )

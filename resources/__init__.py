@@ -1,0 +1,1 @@
+"""Pretrained PKN models and their model cards (installed as ``pkn._resources``)."""

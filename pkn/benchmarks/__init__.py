@@ -1,0 +1,1 @@
+"""Benchmarks of napari-pkn, run with ``python -m pkn bench <name>``."""

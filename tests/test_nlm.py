@@ -10,8 +10,9 @@ from hypothesis import strategies as st
 from pkn.kernels import NLM, bilateral, nlm
 
 
-def reference_nlm(x, sigma, patch_size=3, search_size=5, spatial_sigma=None, guide=None,
-                  joint=False):
+def reference_nlm(
+    x, sigma, patch_size=3, search_size=5, spatial_sigma=None, guide=None, joint=False
+):
     """Obviously-correct loops (float64 numpy). sigma: full-res (B, 1|C, H, W) array."""
     x = np.asarray(x, dtype=np.float64)
     g = x if guide is None else np.asarray(guide, dtype=np.float64)
@@ -177,8 +178,11 @@ def test_property_output_within_window_range(seed, h, w, sigma, patch, joint):
     y = nlm(x, sigma, patch_size=patch, joint=joint)
     assert y.shape == x.shape and torch.isfinite(y).all()
     # convex combination of the 5x5 search window (mirrored borders stay inside it)
-    xp = F.pad(x, (2, 2, 2, 2), mode="reflect") if min(h, w) > 2 else F.pad(
-        x, (2, 2, 2, 2), mode="replicate")
+    xp = (
+        F.pad(x, (2, 2, 2, 2), mode="reflect")
+        if min(h, w) > 2
+        else F.pad(x, (2, 2, 2, 2), mode="replicate")
+    )
     lo = -F.max_pool2d(-xp, 5, stride=1)
     hi = F.max_pool2d(xp, 5, stride=1)
     assert (y >= lo - 1e-12).all() and (y <= hi + 1e-12).all()

@@ -162,7 +162,9 @@ def pad(x: torch.Tensor, r: int) -> torch.Tensor:
     return F.pad(x, (r, r, r, r), mode=mode)
 
 
-def row_tiles(height: int, width: int, depth: int, *, target: int = 1 << 19) -> Iterator[tuple[int, int]]:
+def row_tiles(
+    height: int, width: int, depth: int, *, target: int = 1 << 19
+) -> Iterator[tuple[int, int]]:
     """Row ranges ``(r0, r1)`` such that ``(r1 - r0) * width * depth`` stays near ``target``.
 
     Working on a band of rows at a time keeps intermediates in cache, which is what

@@ -33,7 +33,11 @@ def _check_range(low: float, high: float) -> None:
 
 
 def sigmoid_range(t: torch.Tensor, low: float, high: float) -> torch.Tensor:
-    """Map real ``t`` into the open interval ``(low, high)``: ``low + (high - low) * sigmoid(t)``."""
+    """Map real ``t`` into ``(low, high)``: ``low + (high - low) * sigmoid(t)``.
+
+    The bounds themselves are reached only when ``sigmoid`` saturates in floating point
+    (|t| of about 17 in float32); the kernels accept them.
+    """
     _check_range(low, high)
     return low + (high - low) * torch.sigmoid(t)
 

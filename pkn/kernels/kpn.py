@@ -1,0 +1,227 @@
+"""Kernel prediction: a free-form, softmax-normalized kernel per pixel (PKN eq. 7)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ._common import check_image, pad, row_tiles
+
+__all__ = ["KPN", "kpn"]
+
+
+def _odd(value: int, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1 or value % 2 == 0:
+        raise ValueError(f"{name} must be a positive odd integer (1, 3, 5, ...), got {value!r}.")
+    return value
+
+
+def _check_stack(p: object, x: torch.Tensor, name: str, shape_text: str) -> torch.Tensor:
+    """Validate a ``(B or 1, n, h, w)`` stack of per-pixel maps; return it in ``x``'s dtype."""
+    if not isinstance(p, torch.Tensor):
+        raise TypeError(
+            f"{name} must be a torch.Tensor of shape {shape_text}, got {type(p).__name__}."
+        )
+    if p.ndim != 4:
+        raise ValueError(
+            f"{name} must have 4 dimensions {shape_text}, got {p.ndim} with shape {tuple(p.shape)}."
+        )
+    B = x.shape[0]
+    if p.shape[0] not in (1, B):
+        raise ValueError(f"{name} has batch size {p.shape[0]}, but the image has {B} (or use 1).")
+    if min(p.shape) < 1:
+        raise ValueError(f"{name} is empty: shape {tuple(p.shape)}.")
+    if not p.is_floating_point():
+        p = p.to(x.dtype)
+    with torch.no_grad():
+        if not bool(torch.isfinite(p).all()):
+            raise ValueError(
+                f"{name} contains NaN or Inf values; replace them first (e.g. torch.nan_to_num)."
+            )
+    return p.to(dtype=x.dtype, device=x.device)
+
+
+class _BandResampler:
+    """Bilinear resampling (``align_corners=False``) of a map stack, one band of rows at a time.
+
+    Gives exactly ``F.interpolate(p, size=(H, W), mode="bilinear", align_corners=False)``
+    restricted to rows ``r0:r1`` without ever building the full-resolution stack, so a
+    ``(B, 25, h, w)`` logit stack never costs 25 full-resolution planes of memory.
+    Differentiable with respect to ``p``.
+    """
+
+    def __init__(self, p: torch.Tensor, size: tuple[int, int]):
+        self.p = p
+        self.H, self.W = size
+        h = p.shape[-2]
+        self.rows = None
+        if h not in (1, self.H):
+            # source row of output row i: (i + 0.5) * h / H - 0.5, clamped at 0 (as PyTorch)
+            src = (torch.arange(self.H, dtype=torch.float64) + 0.5) * (h / self.H) - 0.5
+            src = src.clamp_min(0.0)
+            i0 = src.floor().long().clamp_max(h - 1)
+            i1 = (i0 + 1).clamp_max(h - 1)
+            lam = (src - i0).to(p.dtype)
+            self.rows = (i0.to(p.device), i1.to(p.device), lam.to(p.device))
+
+    def band(self, r0: int, r1: int) -> tuple[torch.Tensor, bool]:
+        """Rows ``r0:r1`` of the resampled stack ``(Bp, n, r1 - r0, W)``, and whether it is
+        a fresh tensor (``False``: a view of the input, which must not be modified)."""
+        p = self.p
+        Bp, n, h, w = p.shape
+        rb = r1 - r0
+        fresh = False
+        if h == self.H:
+            b = p[:, :, r0:r1]
+        elif h == 1:
+            b = p.expand(Bp, n, rb, w)
+        else:
+            i0, i1, lam = self.rows
+            lo = p.index_select(2, i0[r0:r1])  # (Bp, n, rb, w)
+            hi = p.index_select(2, i1[r0:r1])
+            b, fresh = torch.lerp(lo, hi, lam[r0:r1, None]), True
+        if w == self.W:
+            return b, fresh
+        if w == 1:
+            return b.expand(Bp, n, rb, self.W), False
+        # the rows are final: 1-D linear along W (same weights as bilinear, and faster)
+        b = F.interpolate(b.reshape(Bp, n * rb, w), size=self.W, mode="linear", align_corners=False)
+        return b.view(Bp, n, rb, self.W), True
+
+
+def _kernel_size(n: int, C: int, kernel_size: int | None) -> tuple[int, bool]:
+    """``(K, per_channel)`` from the logit channel count ``n`` and the image channels ``C``."""
+    accepted = "K*K (shared by all channels) or C*K*K (one kernel per channel) with K odd"
+    if kernel_size is not None:
+        K = _odd(kernel_size, "kernel_size")
+        if n == K * K:
+            return K, False
+        if n == C * K * K:
+            return K, True
+        raise ValueError(
+            f"weights has {n} channels, but kernel_size={K} with a {C}-channel image needs "
+            f"{K * K} (shared) or {C * K * K} (per channel)."
+        )
+    K = math.isqrt(n)
+    if K * K == n and K % 2 == 1:
+        return K, False
+    if n % C == 0:
+        K = math.isqrt(n // C)
+        if K * K == n // C and K % 2 == 1:
+            return K, True
+    raise ValueError(
+        f"weights has {n} channels; with a {C}-channel image it must have {accepted} "
+        "(e.g. 9 or 25 shared, or 9*C per channel)."
+    )
+
+
+def kpn(
+    x: torch.Tensor,
+    weights: torch.Tensor,
+    *,
+    kernel_size: int | None = None,
+) -> torch.Tensor:
+    r"""Per-pixel free-form kernel from softmax-normalized logits (kernel prediction).
+
+    With :math:`r = K // 2` and the ``K x K`` offsets :math:`o_k = (dy, dx)`,
+    :math:`dy, dx \in [-r, r]`, numbered in row-major order
+    :math:`k = (dy + r)\,K + (dx + r)`, the output is
+
+    .. math::
+        y_c(p) = \sum_{k=0}^{K^2-1} \frac{\exp \ell_{c,k}(p)}{\sum_{j} \exp \ell_{c,j}(p)}
+                 \, x_c(p + o_k)
+
+    where :math:`\ell` are the logits ``weights`` after bilinear resampling
+    (``align_corners=False``) to the image size: resampling happens *before* the
+    softmax. The softmax is computed stably (the per-pixel maximum logit is
+    subtracted), so logits of any finite magnitude give finite outputs. The weights
+    are positive and sum to 1, so the output is a convex combination of the input
+    pixels of the window: it lies within their min/max, and constants stay constant.
+    A dominant centre logit (index ``r*K + r``) gives the identity, equal logits the
+    ``K x K`` box mean. Borders are mirrored.
+
+    Parameters
+    ----------
+    x : torch.Tensor
+        Image ``(B, C, H, W)``, float32 or float64.
+    weights : torch.Tensor
+        Unnormalized logits ``(B or 1, K*K, h, w)``, one kernel shared by all channels,
+        or ``(B or 1, C*K*K, h, w)``, one kernel per channel in channel-major order
+        (channel ``c`` uses logits ``c*K*K : (c+1)*K*K``). Any resolution ``h, w``;
+        bilinearly resampled to ``(H, W)``. ``K`` (odd) is inferred from the channel
+        count.
+    kernel_size : int, optional
+        ``K``, only needed to resolve the ambiguous case where the channel count is
+        both an odd square and ``C`` times an odd square (``C`` itself an odd square
+        > 1, e.g. 81 logits for 9 channels); without it such stacks are read as shared.
+
+    Returns
+    -------
+    torch.Tensor
+        Filtered image, same shape, dtype and device as ``x``. Differentiable with
+        respect to ``x`` and ``weights``.
+
+    References
+    ----------
+    .. [1] B. Mildenhall, J. T. Barron, J. Chen, D. Sharlet, R. Ng, R. Carroll,
+       "Burst denoising with kernel prediction networks", CVPR 2018.
+    .. [2] S. Bako, T. Vogels, B. McWilliams, M. Meyer, J. Novák, A. Harvill, P. Sen,
+       T. DeRose, F. Rousselle, "Kernel-predicting convolutional networks for
+       denoising Monte Carlo renderings", SIGGRAPH 2017.
+    .. [3] B. Wronski, "Procedural Kernel Networks", arXiv:2112.09318, 2021 (eq. 7).
+    """
+    check_image(x)
+    lg = _check_stack(weights, x, "weights", "(B or 1, K*K or C*K*K, h, w)")
+    B, C, H, W = x.shape
+    K, per_channel = _kernel_size(lg.shape[1], C, kernel_size)
+    r, KK = K // 2, K * K
+    G = C if per_channel else 1
+    Bw = lg.shape[0]
+    grad = torch.is_grad_enabled() and (x.requires_grad or lg.requires_grad)
+    xp = pad(x, r)  # (B, C, H+2r, W+2r)
+    res = _BandResampler(lg, (H, W))
+    offsets = [(dy, dx) for dy in range(-r, r + 1) for dx in range(-r, r + 1)]
+    depth = (2 * Bw * G * KK + 2 * B * C) * (3 if grad else 1)
+    out = None if grad else torch.empty_like(x)
+    tiles = []
+    for r0, r1 in row_tiles(H, W + 2 * r, depth):
+        h = r1 - r0
+        lb, fresh = res.band(r0, r1)
+        lb = lb.reshape(Bw, G, KK, h, W)  # (Bw, G, KK, h, W) logits
+        if grad:
+            wk = torch.softmax(lb, dim=2)  # (Bw, G, KK, h, W)
+            num = None
+            for k, (dy, dx) in enumerate(offsets):
+                v = xp[:, :, r + r0 + dy : r + r1 + dy, r + dx : r + dx + W]  # (B, C, h, W)
+                t = wk[:, :, k] * v
+                num = t if num is None else num + t
+            tiles.append(num)
+        else:
+            m = lb.amax(dim=2, keepdim=True)  # (Bw, G, 1, h, W): stable softmax
+            e = (lb.sub_(m) if fresh else lb - m).exp_()  # (Bw, G, KK, h, W), max tap = 1
+            den = e.sum(dim=2)  # (Bw, G, h, W), >= 1
+            ob = out[:, :, r0:r1]  # (B, C, h, W) view
+            for k, (dy, dx) in enumerate(offsets):
+                v = xp[:, :, r + r0 + dy : r + r1 + dy, r + dx : r + dx + W]  # (B, C, h, W)
+                if k == 0:
+                    torch.mul(e[:, :, 0], v, out=ob)
+                else:
+                    ob.addcmul_(e[:, :, k], v)
+            ob.div_(den)
+    if not grad:
+        return out
+    return tiles[0] if len(tiles) == 1 else torch.cat(tiles, dim=2)
+
+
+class KPN(nn.Module):
+    """Thin module around :func:`kpn`: ``KPN()(x, weights)``."""
+
+    def __init__(self, kernel_size: int | None = None):
+        super().__init__()
+        self.kernel_size = kernel_size
+
+    def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        return kpn(x, weights, kernel_size=self.kernel_size)

@@ -1,0 +1,437 @@
+"""Tests for pkn.kernels.gaussian (per-pixel anisotropic Gaussian blur)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import scipy.ndimage as ndi
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import pkn.kernels.gaussian as G
+from pkn.kernels.gaussian import Gaussian, gaussian
+
+PROPS = settings(max_examples=25, deadline=None)
+
+
+def _full(p, x: torch.Tensor) -> np.ndarray:
+    """A parameter at full resolution, as in the kernel (bilinear, align_corners=False)."""
+    H, W = x.shape[-2:]
+    if not isinstance(p, torch.Tensor):
+        return np.full((1, 1, H, W), float(p))
+    p = p.reshape(1, 1, 1, 1) if p.ndim == 0 else p
+    p = p.detach().to(torch.float64)
+    if p.shape[-2:] == (1, 1):
+        p = p.expand(-1, -1, H, W)
+    elif p.shape[-2:] != (H, W):
+        p = F.interpolate(p, size=(H, W), mode="bilinear", align_corners=False)
+    return p.numpy()
+
+
+def reference(x, sigma1, sigma2=None, rho=None, size=None) -> np.ndarray:
+    """Slow, obviously correct: explicit loops over pixels and window offsets."""
+    xn = x.detach().to(torch.float64).numpy()
+    B, C, H, W = xn.shape
+    s1 = _full(sigma1, x)
+    s2 = s1 if sigma2 is None else _full(sigma2, x)
+    rh = _full(0.0 if rho is None else rho, x)
+    if size is None:
+        size = 2 * math.ceil(3 * max(s1.max(), s2.max())) + 1
+    r = size // 2
+    mirror = min(H, W) > r  # pkn's pad: mirror, or edge replication for tiny images
+
+    def src(i: int, n: int) -> int:
+        if not mirror:
+            return min(max(i, 0), n - 1)
+        return -i if i < 0 else 2 * (n - 1) - i if i >= n else i
+
+    y = np.zeros_like(xn)
+    for b in range(B):
+        for c in range(C):
+            for i in range(H):
+                for j in range(W):
+                    p = (b % s1.shape[0], c % s1.shape[1], i, j)
+                    q = (b % s2.shape[0], c % s2.shape[1], i, j)
+                    o = (b % rh.shape[0], c % rh.shape[1], i, j)
+                    a1, a2 = max(s1[p], 1e-10), max(s2[q], 1e-10)
+                    rr = min(max(rh[o], -1 + 1e-6), 1 - 1e-6)
+                    num = den = 0.0
+                    for dy in range(-r, r + 1):
+                        for dx in range(-r, r + 1):
+                            u, v = dx / a1, dy / a2
+                            w = math.exp(-0.5 * (u * u - 2 * rr * u * v + v * v) / (1 - rr * rr))
+                            num += w * xn[b, c, src(i + dy, H), src(j + dx, W)]
+                            den += w
+                    y[b, c, i, j] = num / den
+    return y
+
+
+def _rand(*shape, lo=0.0, hi=1.0, seed=0, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    return lo + (hi - lo) * torch.rand(*shape, generator=g, dtype=dtype)
+
+
+# --------------------------------------------------------------------------- smoke / shapes
+
+
+def test_smoke():
+    x = torch.rand(1, 1, 16, 16)
+    y = gaussian(x, 1.0)
+    assert y.shape == x.shape
+    assert torch.isfinite(y).all()
+    assert Gaussian()(x, 1.0).equal(y)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize(
+    "params",
+    [
+        (1.0, None, None),
+        (0.7, 1.3, None),
+        (0.7, 1.3, 0.4),
+        ("map", "map", "map"),
+    ],
+)
+def test_shapes_and_dtypes_kept(dtype, params):
+    x = torch.rand(2, 3, 12, 10, dtype=dtype)
+    s1, s2, rho = (
+        _rand(2, 3, 6, 5, hi=1.5, seed=i, dtype=dtype) if p == "map" else p
+        for i, p in enumerate(params)
+    )
+    if isinstance(rho, torch.Tensor):
+        rho = rho * 1.2 - 0.9
+    y = gaussian(x, s1, s2, rho)
+    assert y.shape == x.shape and y.dtype == dtype and y.device == x.device
+    assert torch.isfinite(y).all()
+
+
+def test_module_matches_function():
+    x, s = torch.rand(1, 2, 9, 9), _rand(1, 1, 4, 4, hi=1.2, dtype=torch.float32)
+    m = Gaussian(size=5)
+    assert torch.equal(m(x, s, 0.8, 0.3), gaussian(x, s, 0.8, 0.3, size=5))
+
+
+# --------------------------------------------------------------------------- reference
+
+
+CASES = {  # name: (sigma1, sigma2, rho, size); "tiny" cases have sigmas near 0
+    "iso-number": lambda: (1.1, None, None, None),
+    "iso-halfres-map": lambda: (_rand(1, 1, 4, 5, lo=0.2, hi=1.5, seed=1), None, None, None),
+    "aniso-numbers": lambda: (0.6, 1.4, None, None),
+    "rho-number": lambda: (1.2, 0.7, -0.6, None),
+    "rho-maps-halfres": lambda: (
+        _rand(2, 1, 4, 5, lo=0.6, hi=1.4, seed=8),
+        _rand(1, 2, 4, 5, lo=0.6, hi=1.2, seed=9),
+        _rand(2, 2, 4, 5, lo=-0.9, hi=0.9, seed=10),
+        None,
+    ),
+    "mixed-number-and-maps": lambda: (0.9, _rand(1, 2, 4, 5, lo=0.5, hi=1.5, seed=12), 0.4, None),
+    "mixed-maps-and-numbers": lambda: (_rand(2, 1, 4, 5, lo=0.5, hi=1.5, seed=13), 1.1, 0.4, None),
+    "mixed-rho-map-only": lambda: (0.9, 1.2, _rand(1, 2, 4, 5, lo=-0.9, hi=0.9, seed=14), None),
+    "tiny-all-maps-halfres": lambda: (
+        _rand(2, 1, 4, 5, lo=0.0, hi=1.4, seed=2),
+        _rand(1, 2, 4, 5, lo=0.1, hi=1.2, seed=3),
+        _rand(2, 2, 4, 5, lo=-1.0, hi=1.0, seed=4),
+        None,
+    ),
+    "tiny-fullres-maps-size5": lambda: (
+        _rand(1, 2, 8, 9, lo=0.0, hi=2.0, seed=5),
+        _rand(1, 1, 8, 9, lo=0.0, hi=2.0, seed=6),
+        _rand(1, 1, 8, 9, lo=-1.0, hi=1.0, seed=7),
+        5,
+    ),
+    "tiny-image-replicate": lambda: (1.5, 1.0, 0.5, None),
+}
+
+
+def _force(path: str, monkeypatch) -> None:
+    """Pick the way the weights are made where rho != 0 ("auto": products where safe)."""
+    if path == "exp":  # one exponential per offset
+        monkeypatch.setattr(G, "_exp_limit", lambda dtype: -1.0)
+    elif path == "product":  # running products (unsafe for tiny sigmas: not used there)
+        monkeypatch.setattr(G, "_exp_limit", lambda dtype: math.inf)
+
+
+@pytest.mark.parametrize(
+    ("case", "path"),
+    [
+        (case, path)
+        for case in sorted(CASES)
+        for path in ("auto", "exp", "product")
+        if not (path == "product" and case.startswith("tiny"))  # what "auto" avoids
+    ],
+)
+def test_matches_reference(case, path, monkeypatch):
+    _force(path, monkeypatch)
+    s1, s2, rho, size = CASES[case]()
+    shape = (1, 1, 3, 4) if case == "tiny-image-replicate" else (2, 2, 8, 9)
+    x = _rand(*shape, seed=11)
+    y = gaussian(x, s1, s2, rho, size=size)
+    np.testing.assert_allclose(y.numpy(), reference(x, s1, s2, rho, size), rtol=1e-6, atol=1e-12)
+
+
+def test_automatic_choice_of_the_weights(monkeypatch):
+    calls = []
+    powers = G._powers
+    monkeypatch.setattr(G, "_powers", lambda *a: calls.append(1) or powers(*a))
+    x = _rand(1, 1, 8, 9, seed=12)
+    gaussian(x, 1.0, 1.5, 0.3)  # moderate: products
+    assert len(calls) == 1
+    gaussian(x, 1.0, 1e-3, 0.3)  # exp(+-huge): one exponential per offset
+    assert len(calls) == 1
+    gaussian(x, 1.0, 1.5)  # rho = 0: separable, neither
+    assert len(calls) == 1
+
+
+@pytest.mark.parametrize("path", ["auto", "exp"])
+def test_float32_matches_reference(path, monkeypatch):
+    _force(path, monkeypatch)
+    x = _rand(1, 2, 7, 8, seed=3, dtype=torch.float32)
+    s1 = _rand(1, 1, 4, 4, lo=0.5, hi=1.5, seed=4, dtype=torch.float32)
+    for s2, rho in [(None, None), (0.9, 0.5), (1.3, -0.8)]:
+        y = gaussian(x, s1, s2, rho)
+        np.testing.assert_allclose(y.numpy(), reference(x, s1, s2, rho), rtol=1e-5, atol=1e-6)
+
+
+# --------------------------------------------------------------------------- gradients
+
+
+def _grad_inputs(which: str, path: str):
+    x = _rand(1, 1, 6, 7, seed=20)
+    s1 = _rand(1, 1, 3, 4, lo=0.4, hi=1.3, seed=21)
+    s2 = _rand(1, 1, 3, 4, lo=0.4, hi=1.3, seed=22)
+    rho = None if path == "separable" else _rand(1, 1, 3, 4, lo=-0.8, hi=0.8, seed=23)
+    inputs = {"x": x, "sigma1": s1, "sigma2": s2, "rho": rho}
+    return inputs, inputs[which].requires_grad_()
+
+
+@pytest.mark.parametrize(
+    ("which", "path"),
+    [
+        ("x", "separable"),
+        ("sigma1", "separable"),
+        ("sigma2", "separable"),
+        ("x", "product"),
+        ("sigma1", "product"),
+        ("sigma2", "product"),
+        ("rho", "product"),
+        ("x", "exp"),
+        ("sigma1", "exp"),
+        ("sigma2", "exp"),
+        ("rho", "exp"),
+    ],
+)
+def test_gradcheck(which, path, monkeypatch):
+    _force(path, monkeypatch)
+    inputs, leaf = _grad_inputs(which, path)
+
+    def f(t):
+        args = {**inputs, which: t}
+        return gaussian(args["x"], args["sigma1"], args["sigma2"], args["rho"], size=5)
+
+    assert torch.autograd.gradcheck(f, (leaf,), eps=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("path", ["product", "exp"])
+def test_gradcheck_numbers_mixed_with_maps(path, monkeypatch):
+    _force(path, monkeypatch)
+    x = _rand(1, 2, 5, 6, seed=32).requires_grad_()
+    s2 = _rand(1, 2, 2, 3, lo=0.5, hi=1.0, seed=33).requires_grad_()
+    rho = _rand(1, 1, 2, 2, lo=-0.5, hi=0.5, seed=34).requires_grad_()
+    assert torch.autograd.gradcheck(
+        lambda x, s2: gaussian(x, 0.8, s2, -0.3, size=3), (x, s2), eps=1e-6, atol=1e-6
+    )
+    assert torch.autograd.gradcheck(
+        lambda x, rho: gaussian(x, 0.8, 0.6, rho, size=3), (x, rho), eps=1e-6, atol=1e-6
+    )
+
+
+def test_gradcheck_isotropic_default_size():
+    x = _rand(1, 1, 6, 7, seed=30).requires_grad_()
+    s = _rand(1, 1, 3, 4, lo=0.5, hi=0.6, seed=31).requires_grad_()  # radius 2, away from a step
+    assert torch.autograd.gradcheck(lambda a, b: gaussian(a, b), (x, s), eps=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("path", ["auto", "exp"])
+def test_gradients_finite_at_extremes(dtype, path, monkeypatch):
+    _force(path, monkeypatch)
+    x = _rand(1, 1, 8, 8, seed=40, dtype=dtype).requires_grad_()
+    s1 = torch.tensor([[0.0, 1.0], [2.0, 0.0]], dtype=dtype).view(1, 1, 2, 2).requires_grad_()
+    s2 = torch.tensor([[0.0, 0.0], [1.5, 1e-8]], dtype=dtype).view(1, 1, 2, 2).requires_grad_()
+    rho = torch.tensor([[1.0, -1.0], [1.0, 0.0]], dtype=dtype).view(1, 1, 2, 2).requires_grad_()
+    for args in [(s1,), (s1, s2), (s1, s2, rho), (0.0, 0.0, 1.0), (3.0, 0.0, -1.0)]:
+        y = gaussian(x, *args)
+        assert torch.isfinite(y).all()
+        grads = torch.autograd.grad(
+            (y * y).sum(), [x, *(a for a in args if isinstance(a, torch.Tensor))]
+        )
+        assert all(torch.isfinite(g).all() for g in grads)
+
+
+# --------------------------------------------------------------------------- errors
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "match"),
+    [
+        (lambda x: gaussian(x[0], 1.0), ValueError, "4 dimensions"),
+        (lambda x: gaussian(x.numpy(), 1.0), TypeError, "torch.Tensor"),
+        (lambda x: gaussian(x.long(), 1.0), TypeError, "floating"),
+        (lambda x: gaussian(x * float("nan"), 1.0), ValueError, "NaN"),
+        (lambda x: gaussian(x, torch.ones(3, 1, 4, 4)), ValueError, "batch size"),
+        (lambda x: gaussian(x, 1.0, torch.ones(1, 2, 4, 4)), ValueError, "channels"),
+        (lambda x: gaussian(x, torch.ones(4, 4)), ValueError, "shape"),
+        (lambda x: gaussian(x, -0.5), ValueError, "sigma1"),
+        (lambda x: gaussian(x, 1.0, -torch.ones(1, 1, 2, 2)), ValueError, "sigma2"),
+        (lambda x: gaussian(x, float("nan")), ValueError, "finite"),
+        (lambda x: gaussian(x, 1.0, 1.0, 1.5), ValueError, "rho"),
+        (lambda x: gaussian(x, 1.0, 1.0, -1.01 * torch.ones(1, 1, 3, 3)), ValueError, "rho"),
+        (lambda x: gaussian(x, 1.0, rho=0.5), ValueError, "sigma2"),
+        (lambda x: gaussian(x, 1.0, size=4), ValueError, "odd"),
+        (lambda x: gaussian(x, 1.0, size=0), ValueError, "odd"),
+        (lambda x: gaussian(x, 1.0, size=5.0), ValueError, "odd"),
+        (lambda x: gaussian(x, "1"), TypeError, "number"),
+        (lambda x: Gaussian(size=2), ValueError, "odd"),
+    ],
+)
+def test_errors(call, error, match):
+    x = torch.rand(2, 3, 8, 8)
+    with pytest.raises(error, match=match):
+        call(x)
+
+
+# --------------------------------------------------------------------------- identities
+
+
+@pytest.mark.parametrize("sigma", [0.5, 1.0, 1.7])
+def test_constant_isotropic_equals_scipy(sigma):
+    x = _rand(1, 2, 20, 23, seed=50)
+    r = math.ceil(3 * sigma)
+    y = gaussian(x, sigma).numpy()
+    # scipy's radius is int(truncate * sigma + 0.5): truncate = r / sigma gives r
+    ref = ndi.gaussian_filter(x.numpy(), (0, 0, sigma, sigma), truncate=r / sigma)
+    np.testing.assert_allclose(y[..., r:-r, r:-r], ref[..., r:-r, r:-r], rtol=1e-10, atol=1e-12)
+    mirrored = ndi.gaussian_filter(
+        x.numpy(), (0, 0, sigma, sigma), truncate=r / sigma, mode="mirror"
+    )
+    np.testing.assert_allclose(y, mirrored, rtol=1e-10, atol=1e-12)  # borders too
+
+
+def test_constant_anisotropic_equals_scipy():
+    x = _rand(1, 1, 20, 23, seed=51)
+    y = gaussian(x, 0.8, 1.6).numpy()  # sigma1 along x (columns), sigma2 along y (rows)
+    ref = ndi.gaussian_filter(x.numpy(), (0, 0, 1.6, 0.8), radius=(0, 0, 5, 5), mode="mirror")
+    np.testing.assert_allclose(y, ref, rtol=1e-10, atol=1e-12)
+
+
+def test_rho_sign_orients_the_blur():
+    x = torch.zeros(1, 1, 15, 15, dtype=torch.float64)
+    x[..., 7, 7] = 1.0
+    y = gaussian(x, 1.5, 1.5, 0.9)  # positive correlation: along dx = dy (down-right)
+    assert y[0, 0, 9, 9] > 10 * y[0, 0, 5, 9]
+    y = gaussian(x, 1.5, 1.5, -0.9)
+    assert y[0, 0, 5, 9] > 10 * y[0, 0, 9, 9]
+
+
+@pytest.mark.parametrize("sigma", [0.0, 1e-12, 1e-3, 0.05])
+def test_tiny_sigma_is_identity(sigma):
+    x = _rand(2, 2, 9, 8, seed=52)
+    torch.testing.assert_close(gaussian(x, sigma, size=7), x, rtol=0, atol=1e-14)
+    torch.testing.assert_close(gaussian(x, sigma, sigma, 0.99, size=5), x, rtol=0, atol=1e-14)
+    torch.testing.assert_close(gaussian(x, sigma, sigma, -1.0, size=5), x, rtol=0, atol=1e-14)
+    torch.testing.assert_close(gaussian(x, sigma), x, rtol=0, atol=1e-14)
+
+
+def test_zero_sigma_along_one_axis_blurs_the_other():
+    x = _rand(1, 1, 10, 11, seed=53)
+    y = gaussian(x, 1.0, 0.0).numpy()  # only along x
+    ref = ndi.gaussian_filter1d(x.numpy(), 1.0, axis=-1, truncate=3.0, mode="mirror")
+    np.testing.assert_allclose(y, ref, rtol=1e-10, atol=1e-12)
+
+
+def test_default_size_follows_the_largest_sigma():
+    x = _rand(1, 1, 30, 30, seed=54)
+    s = torch.full((1, 1, 2, 2), 0.5, dtype=torch.float64)
+    s[..., 1, 1] = 2.0  # radius 6 everywhere (the window is shared)
+    torch.testing.assert_close(gaussian(x, s), gaussian(x, s, size=13))
+
+
+# --------------------------------------------------------------------------- properties
+
+
+@st.composite
+def _problem(draw):
+    h, w = draw(st.integers(2, 9)), draw(st.integers(2, 9))
+    seed = draw(st.integers(0, 2**16))
+    sig = st.floats(0.0, 3.0)
+    s1, s2 = draw(sig), draw(st.none() | sig)
+    rho = None if s2 is None else draw(st.none() | st.floats(-1.0, 1.0))
+    as_map = draw(st.booleans())
+    if as_map:  # per-pixel maps at a lower resolution
+        s1 = _rand(1, 1, 2, 3, hi=s1, seed=seed + 1)
+        s2 = None if s2 is None else _rand(1, 1, 2, 3, hi=s2, seed=seed + 2)
+        if rho is not None:
+            rho = _rand(1, 1, 2, 3, lo=-abs(rho), hi=abs(rho), seed=seed + 3)
+    size = draw(st.none() | st.sampled_from([1, 3, 5]))
+    dtype = draw(st.sampled_from([torch.float32, torch.float64]))
+    x = _rand(1, draw(st.integers(1, 2)), h, w, seed=seed, dtype=dtype)
+    if dtype == torch.float32:
+        s1, s2, rho = (p.float() if isinstance(p, torch.Tensor) else p for p in (s1, s2, rho))
+    return x, s1, s2, rho, size
+
+
+def _radius(s1, s2, size):
+    if size is not None:
+        return size // 2
+    m = max(float(torch.as_tensor(s).max()) for s in (s1, s2) if s is not None)
+    return math.ceil(3 * m)
+
+
+@PROPS
+@given(_problem())
+def test_output_within_local_window(problem):
+    x, s1, s2, rho, size = problem
+    y = gaussian(x, s1, s2, rho, size=size)
+    assert torch.isfinite(y).all()
+    k = 2 * _radius(s1, s2, size) + 1
+    xn = x.double().numpy()
+    lo = ndi.minimum_filter(xn, size=(1, 1, k, k), mode="nearest")  # window clipped to image
+    hi = ndi.maximum_filter(xn, size=(1, 1, k, k), mode="nearest")
+    tol = 1e-6 if x.dtype == torch.float32 else 1e-12
+    assert (y.double().numpy() >= lo - tol).all()
+    assert (y.double().numpy() <= hi + tol).all()
+
+
+@PROPS
+@given(_problem(), st.floats(-100.0, 100.0))
+def test_constant_stays_constant(problem, value):
+    x, s1, s2, rho, size = problem
+    x = torch.full_like(x, value)
+    y = gaussian(x, s1, s2, rho, size=size)
+    tol = 1e-5 * max(1.0, abs(value)) if x.dtype == torch.float32 else 1e-12 * max(1, abs(value))
+    assert (y - value).abs().max() <= tol
+
+
+@PROPS
+@given(
+    st.sampled_from([0.0, 1e-30, 1e-10, 1e-5, 0.3, 2.5]),
+    st.sampled_from([0.0, 1e-10, 1e-3, 1.0, 3.0]),
+    st.sampled_from([-1.0, -0.999999, 0.0, 0.9999999, 1.0]),
+    st.sampled_from([torch.float32, torch.float64]),
+    st.booleans(),
+)
+def test_no_nan_or_inf_at_extremes(s1, s2, rho, dtype, as_map):
+    x = _rand(1, 1, 7, 6, seed=60, dtype=dtype) * 1e3
+    if as_map:  # the extreme value in one corner of a map, ordinary values elsewhere
+        m = torch.tensor([[s1, 1.0], [0.5, s2]], dtype=dtype).view(1, 1, 2, 2)
+        r = torch.tensor([[rho, 0.2], [-rho, rho]], dtype=dtype).view(1, 1, 2, 2)
+        y = gaussian(x, m, m.flip(-1), r)
+    else:
+        y = gaussian(x, s1, s2, rho)
+    assert torch.isfinite(y).all()
+    assert y.min() >= x.min() - 1e-3 and y.max() <= x.max() + 1e-3

@@ -1,4 +1,33 @@
-"""napari-pkn: Procedural Kernel Networks."""
+"""napari-pkn: Procedural Kernel Networks.
+
+``import pkn`` is cheap (torch is imported on first use of a submodule), so that the
+napari plugin can be discovered without loading torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+
 from ._version import __version__
 
-__all__ = ["__version__"]
+__all__ = ["Restoration", "Restorer", "__version__", "kernels", "restore", "samples"]
+
+_LAZY = {
+    "restore": ("pkn.restoration", "restore"),
+    "Restoration": ("pkn.restoration", "Restoration"),
+    "Restorer": ("pkn.restoration", "Restorer"),
+    "kernels": ("pkn.kernels", None),
+    "samples": ("pkn.samples", None),
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        module, attr = _LAZY[name]
+        mod = importlib.import_module(module)
+        return mod if attr is None else getattr(mod, attr)
+    raise AttributeError(f"module 'pkn' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + list(_LAZY))

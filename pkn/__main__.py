@@ -17,6 +17,11 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
         "pkn.benchmarks.kernels:main",
         "time every kernel against skimage NLM on a 12-megapixel image",
     ),
+    ("ship",): ("pkn.training.card:main", "copy a trained model to resources/ with its card"),
+    ("bench", "table1"): (
+        "pkn.benchmarks.denoise:main",
+        "the paper's Table 1 on Kodak24: global optimum / network / oracle",
+    ),
 }
 
 

@@ -1,0 +1,88 @@
+"""``python -m pkn demo``: the headless main job.
+
+Denoises a bundled sample with the shipped NLM model, writes the result, the noisy
+input and the parameter map (float32 TIFF for analysis, PNG for a quick look) and prints
+the PSNR before/after against the clean reference and the provenance.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["main"]
+
+
+def _fit_psnr(y: np.ndarray, clean: np.ndarray) -> float:
+    """PSNR after the least-squares affine fit ``clean ~ alpha * y + beta`` (data range of
+    the clean image), as needed when reference and input were rescaled separately."""
+    y, c = y.astype(np.float64).ravel(), clean.astype(np.float64).ravel()
+    A = np.stack([y, np.ones_like(y)], 1)
+    coef = np.linalg.lstsq(A, c, rcond=None)[0]
+    mse = np.mean((A @ coef - c) ** 2)
+    return float(10 * np.log10((c.max() - c.min()) ** 2 / mse))
+
+
+def _png(path: Path, a: np.ndarray, lo: float, hi: float, cmap: str | None = None) -> None:
+    from skimage import io
+
+    u = np.clip((a - lo) / (hi - lo if hi > lo else 1.0), 0, 1)
+    if cmap == "magma":
+        # small built-in ramp so no plotting library is needed
+        stops = np.array(
+            [[0, 0, 4], [81, 18, 124], [183, 55, 121], [252, 137, 97], [252, 253, 191]]
+        )
+        t = u * (len(stops) - 1)
+        i = np.minimum(t.astype(int), len(stops) - 2)
+        f = (t - i)[..., None]
+        rgb = stops[i] * (1 - f) + stops[i + 1] * f
+        io.imsave(path, rgb.astype(np.uint8), check_contrast=False)
+    else:
+        io.imsave(path, (u * 255).round().astype(np.uint8), check_contrast=False)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m pkn demo", description=__doc__.split("\n\n")[0])
+    p.add_argument("--sample", choices=["fluorescence", "natural"], default="fluorescence")
+    p.add_argument(
+        "--kernel", default="nlm", choices=["nlm", "bilateral", "gaussian", "anisotropic"]
+    )
+    p.add_argument("--strength", type=float, default=1.0)
+    p.add_argument("--out", default="out", help="output folder (default ./out)")
+    a = p.parse_args(argv)
+
+    import tifffile
+
+    from . import samples
+    from .restoration import restore
+
+    noisy, clean = getattr(samples, a.sample)()
+    r = restore(noisy, "denoise", kernel=a.kernel, strength=a.strength)
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = f"{a.sample}_{a.kernel}"
+    tifffile.imwrite(out / f"{stem}_restored.tif", r.image)
+    lo, hi = np.percentile(noisy, [0.5, 99.5])
+    _png(out / f"{a.sample}_noisy.png", noisy, lo, hi)
+    _png(out / f"{stem}_restored.png", r.image, lo, hi)
+    for name, m in r.maps.items():
+        tifffile.imwrite(out / f"{stem}_{name}.tif", m, metadata={"map_scale": r.map_scale})
+        _png(out / f"{stem}_{name}.png", m, float(m.min()), float(m.max()), cmap="magma")
+    (out / f"{stem}_info.json").write_text(json.dumps(r.info, indent=2, default=str))
+    before, after = _fit_psnr(noisy, clean), _fit_psnr(r.image, clean)
+    print(
+        f"sample {a.sample}: PSNR vs clean reference (after affine fit) "
+        f"{before:.2f} dB -> {after:.2f} dB with {a.kernel} (model {r.info['model']}, "
+        f"{r.info['n_parameters']} parameters)"
+    )
+    print(f"noise used: {r.info['noise']}")
+    for name, m in r.maps.items():
+        print(
+            f"map {name}: {m.shape[-2]}x{m.shape[-1]} (x{r.map_scale:g}), "
+            f"range {m.min():.4g} .. {m.max():.4g}"
+        )
+    print(f"wrote {out}/{stem}_restored.tif/.png, the parameter maps and {stem}_info.json")
+    return 0

@@ -1,0 +1,357 @@
+"""Training: data, degradations, losses, the seeded/resumable loop and its CLI."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from pkn.models.io import load_model
+from pkn.models.pkn_model import PKNModel
+from pkn.training import loop
+from pkn.training.cli import main as cli_main
+from pkn.training.data import ImageBank, load_folder
+from pkn.training.loop import TrainConfig, degrade_batch, restore_batch, train
+from pkn.training.losses import LOSSES, get_loss, ms_ssim, psnr, ssim
+
+N_IMAGES = 25
+SIZE = (56, 64)
+
+
+def _synthetic_rgb(rng: np.random.Generator, H: int, W: int) -> np.ndarray:
+    """A colour image with gradients, edges (rectangles, a disc) and a little texture."""
+    y, x = np.mgrid[0:H, 0:W] / max(H, W)
+    img = np.stack([x, y, 0.5 * (x + y)], -1) * rng.uniform(0.3, 1.0, 3)
+    for _ in range(3):
+        i0, j0 = rng.integers(0, H - 8), rng.integers(0, W - 8)
+        i1, j1 = i0 + rng.integers(6, H - i0 + 1), j0 + rng.integers(6, W - j0 + 1)
+        img[i0:i1, j0:j1] = rng.uniform(0, 1, 3)
+    cy, cx, r = rng.uniform(0.2, 0.8), rng.uniform(0.2, 0.8), rng.uniform(0.1, 0.3)
+    img[(y - cy) ** 2 + (x - cx) ** 2 < r * r] = rng.uniform(0, 1, 3)
+    img += 0.05 * np.sin(2 * np.pi * rng.uniform(3, 8) * x)[..., None]
+    return (255 * np.clip(img, 0, 1)).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    from skimage import io
+
+    folder = tmp_path_factory.mktemp("train_images")
+    rng = np.random.default_rng(0)
+    for i in range(N_IMAGES):
+        io.imsave(folder / f"img_{i:02d}.png", _synthetic_rgb(rng, *SIZE), check_contrast=False)
+    (folder / "notes.txt").write_text("not an image")
+    return folder
+
+
+@pytest.fixture(autouse=True)
+def _restore_torch_globals():
+    """``train`` switches on deterministic algorithms process-wide; undo it afterwards."""
+    det = torch.are_deterministic_algorithms_enabled()
+    warn = torch.is_deterministic_algorithms_warn_only_enabled()
+    threads = torch.get_num_threads()
+    yield
+    torch.use_deterministic_algorithms(det, warn_only=warn)
+    torch.set_num_threads(threads)
+
+
+def _cfg(data_dir, out, **kw) -> TrainConfig:
+    base = {
+        "kernel": "nlm",
+        "data": str(data_dir),
+        "out": str(out),
+        "iters": 6,
+        "batch": 2,
+        "crop": 32,
+        "val_every": 3,
+        "val_crop": 32,
+        "seed": 0,
+    }
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def _weights(run_dir, kernel="nlm") -> dict[str, torch.Tensor]:
+    return load_file(str(run_dir / f"{kernel}.safetensors"))
+
+
+def _assert_same_weights(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    diff = {k: float((a[k] - b[k]).abs().max()) for k in a if not torch.equal(a[k], b[k])}
+    assert not diff, f"weights differ (max abs difference per tensor): {diff}"
+
+
+# ---------------------------------------------------------------- data
+
+
+def test_load_folder_and_bank(data_dir):
+    images = load_folder(data_dir)
+    assert len(images) == N_IMAGES  # the .txt file is skipped
+    assert all(im.shape == (*SIZE, 3) and im.dtype == np.uint8 for im in images)
+    bank = ImageBank(images)
+    assert len(bank.val) == 1 and len(bank.train) == N_IMAGES - 1
+    rng = np.random.default_rng(0)
+    c = bank.crops(rng, 4, 32)
+    assert c.shape == (4, 1, 32, 32) and c.dtype == torch.float32
+    assert 0 <= float(c.min()) and float(c.max()) <= 1
+    rgb = bank.crops(np.random.default_rng(0), 4, 32, rgb=True)
+    assert rgb.shape == (4, 3, 32, 32)
+    again = bank.crops(np.random.default_rng(0), 4, 32, rgb=True)
+    assert torch.equal(rgb, again)  # seeded
+    v = bank.validation_crops(32)
+    assert v.shape == (1, 3, 32, 32)
+    with pytest.raises(ValueError, match="crop size"):
+        bank.crops(rng, 1, 100)
+
+
+def test_load_folder_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_folder(tmp_path / "missing")
+    with pytest.raises(FileNotFoundError, match="no images"):
+        load_folder(tmp_path)
+    with pytest.raises(ValueError, match="at least"):
+        ImageBank([np.zeros((8, 8, 3), np.uint8)] * 5)
+
+
+# ---------------------------------------------------------------- the loop
+
+
+def test_training_writes_model_checkpoint_and_summary(data_dir, tmp_path):
+    out = tmp_path / "run"
+    summary = train(_cfg(data_dir, out), progress=False)
+    for name in ("nlm.safetensors", "checkpoint.pt", "summary.json"):
+        assert (out / name).is_file(), name
+    model, meta = load_model(out / "nlm.safetensors")
+    assert isinstance(model, PKNModel) and model.kernel == "nlm"
+    assert meta["n_parameters"] == summary["n_parameters"]
+    on_disk = json.loads((out / "summary.json").read_text())
+    assert on_disk["val_psnr"] == pytest.approx(summary["val_psnr"])
+    assert [h["step"] for h in on_disk["history"]] == [3, 6]
+    assert np.isfinite(summary["val_psnr"]) and summary["val_psnr"] > 10
+    assert meta["info"]["training"]["config"]["iters"] == 6
+    # the weights moved away from the constant initial maps
+    assert float(model.net.head.weight.detach().abs().max()) > 0
+
+
+def test_training_is_deterministic(data_dir, tmp_path):
+    s1 = train(_cfg(data_dir, tmp_path / "a"), progress=False)
+    s2 = train(_cfg(data_dir, tmp_path / "b"), progress=False)
+    _assert_same_weights(_weights(tmp_path / "a"), _weights(tmp_path / "b"))
+    assert s1["val_psnr"] == s2["val_psnr"]
+    train(_cfg(data_dir, tmp_path / "c", seed=1), progress=False)
+    with pytest.raises(AssertionError, match="weights differ"):
+        _assert_same_weights(_weights(tmp_path / "a"), _weights(tmp_path / "c"))
+
+
+def test_resume_refuses_a_different_iteration_count(data_dir, tmp_path):
+    """The learning-rate schedule depends on ``iters``: resuming a 3-iteration run as a
+    6-iteration one would not reproduce a straight run, so it is refused clearly."""
+    train(_cfg(data_dir, tmp_path / "resumed", iters=3), progress=False)
+    with pytest.raises(ValueError, match="resume with --iters 3"):
+        train(_cfg(data_dir, tmp_path / "resumed", resume=True), progress=False)
+
+
+def test_resume_after_interruption(data_dir, tmp_path, monkeypatch):
+    """A 6-iteration run killed after its step-3 checkpoint, resumed with the same config,
+    ends with the same weights as an uninterrupted run."""
+    train(_cfg(data_dir, tmp_path / "straight"), progress=False)
+
+    calls = []
+    real_evaluate = loop.evaluate
+
+    def evaluate_then_die(model, batches):
+        calls.append(1)
+        if len(calls) > 1:
+            raise KeyboardInterrupt
+        return real_evaluate(model, batches)
+
+    monkeypatch.setattr(loop, "evaluate", evaluate_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train(_cfg(data_dir, tmp_path / "resumed"), progress=False)
+    monkeypatch.setattr(loop, "evaluate", real_evaluate)
+    assert not (tmp_path / "resumed" / "nlm.safetensors").exists()
+    state = torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=True)
+    assert int(state["step"]) == 3
+
+    summary = train(_cfg(data_dir, tmp_path / "resumed", resume=True), progress=False)
+    _assert_same_weights(_weights(tmp_path / "straight"), _weights(tmp_path / "resumed"))
+    assert [h["step"] for h in summary["history"]] == [3, 6]
+
+
+def test_guided_training(data_dir, tmp_path):
+    out = tmp_path / "guided"
+    train(_cfg(data_dir, out, guided=True, iters=3), progress=False)
+    model, _ = load_model(out / "nlm.safetensors")
+    assert model.guided
+    assert model.net.enc1.in_channels == 12
+
+
+@pytest.mark.parametrize("loss", ["l1", "msssim"])
+def test_other_losses_and_noise_train(data_dir, tmp_path, loss):
+    out = tmp_path / loss
+    s = train(
+        _cfg(data_dir, out, loss=loss, noise="poisson-gaussian", iters=2, val_every=2),
+        progress=False,
+    )
+    assert np.isfinite(s["val_psnr"])
+    assert (out / "nlm.safetensors").is_file()
+
+
+def test_cli_trains_and_prints_psnr(data_dir, tmp_path, capsys):
+    out = tmp_path / "cli"
+    argv = ["--kernel", "nlm", "--data", str(data_dir), "--out", str(out), "--iters", "2"]
+    argv += ["--batch", "2", "--crop", "32", "--val-every", "1", "--sigma", "0.1", "--quiet"]
+    assert cli_main(argv) == 0
+    printed = capsys.readouterr().out
+    m = re.search(r"validation PSNR (-?[\d.]+) dB", printed)
+    assert m, printed
+    summary = json.loads((out / "summary.json").read_text())
+    assert float(m.group(1)) == pytest.approx(summary["val_psnr"], abs=0.006)
+    assert summary["config"]["sigma"] == [0.1, 0.1]
+    assert (out / "nlm.safetensors").is_file()
+
+
+def test_cli_rejects_bad_arguments(capsys):
+    with pytest.raises(SystemExit):
+        cli_main(["--kernel", "median"])
+    with pytest.raises(SystemExit):
+        cli_main(["--sigma", "0.2,0.1"])
+    capsys.readouterr()
+
+
+# ---------------------------------------------------------------- degradations
+
+
+def _clean(B=4, s=32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return 0.2 + 0.6 * torch.rand(B, 3, s, s, generator=g)
+
+
+@pytest.mark.parametrize("p_gray", [0.0, 1.0])
+def test_degrade_batch_denoise_awgn(p_gray):
+    cfg = TrainConfig(sigma=(0.1, 0.1), p_gray=p_gray)
+    clean = _clean()
+    d = degrade_batch(cfg, clean, np.random.default_rng(0), "denoise")
+    B, s = 4, 32
+    for t in (d.x, d.target, d.guide):
+        assert t.shape == (B, 1, s, s)
+    torch.testing.assert_close(d.noise_std.flatten(), torch.full((B,), 0.1))
+    noise = d.x - d.target
+    assert float(noise.std()) == pytest.approx(0.1, rel=0.05)
+    assert abs(float(noise.mean())) < 0.01
+    for i in range(B):  # the target is one of the clean channels
+        assert any(torch.equal(d.target[i, 0], clean[i, c]) for c in range(3))
+    if p_gray == 1.0:
+        assert torch.equal(d.guide, d.x)
+    else:  # the mean of the three noisy channels: noise std 0.1 / sqrt(3)
+        guide_noise = d.guide[:, 0] - clean.mean(1)
+        assert float(guide_noise.std()) == pytest.approx(0.1 / 3**0.5, rel=0.07)
+
+
+def test_degrade_batch_is_seeded():
+    cfg = TrainConfig(sigma=(0.05, 0.1))
+    a = degrade_batch(cfg, _clean(), np.random.default_rng(3), "denoise")
+    b = degrade_batch(cfg, _clean(), np.random.default_rng(3), "denoise")
+    assert torch.equal(a.x, b.x) and torch.equal(a.guide, b.guide)
+    s = a.noise_std.flatten()
+    assert float(s.min()) >= 0.05 and float(s.max()) <= 0.1
+
+
+def test_degrade_batch_poisson_gaussian():
+    cfg = TrainConfig(noise="poisson-gaussian", pg_a=(0.01, 0.01), pg_b=(1e-3, 1e-3))
+    clean = _clean(B=4, s=48, seed=1)
+    d = degrade_batch(cfg, clean, np.random.default_rng(0), "denoise")
+    assert d.noise_std.shape == (4, 1, 48, 48)
+    z = (d.x - d.target) / d.noise_std  # noise in units of the predicted std
+    assert float(z.std()) == pytest.approx(1.0, rel=0.15)
+
+
+def test_degrade_batch_errors():
+    with pytest.raises(ValueError, match="noise"):
+        degrade_batch(TrainConfig(noise="speckle"), _clean(), np.random.default_rng(0), "denoise")
+    with pytest.raises(ValueError, match="task"):
+        degrade_batch(TrainConfig(), _clean(), np.random.default_rng(0), "inpaint")
+
+
+def test_restore_batch_shapes():
+    cfg = TrainConfig(sigma=(0.1, 0.1))
+    d = degrade_batch(cfg, _clean(B=2, s=21), np.random.default_rng(0), "denoise")
+    model = PKNModel("nlm", guided=True)
+    with torch.no_grad():
+        y, maps = restore_batch(model, d)
+    assert y.shape == d.x.shape
+    assert maps["sigma"].shape == (2, 1, 11, 11)
+
+
+# ---------------------------------------------------------------- losses and PSNR
+
+
+def _pair(B=2, s=48, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    t = 0.2 + 0.6 * torch.rand(B, 1, s, s, generator=g)
+    return t, t + 0.1 * torch.randn(B, 1, s, s, generator=g)
+
+
+@pytest.mark.parametrize("s", [32, 48, 64])
+@pytest.mark.parametrize("name", sorted(LOSSES))
+def test_losses_zero_for_identical_positive_otherwise(name, s):
+    t, y = _pair(s=s)
+    fn = get_loss(name)
+    same = fn(t.clone(), t)
+    assert same.shape == (2,)  # per-sample losses
+    assert float(same.abs().max()) < 1e-5
+    diff = fn(y, t)
+    assert diff.shape == (2,)
+    assert float(diff.min()) > 1e-3
+    assert torch.isfinite(diff).all()
+    worse = fn(t + 0.3 * (y - t) / 0.1, t)  # more noise: larger loss
+    assert float(worse.min()) > float(diff.max())
+
+
+@pytest.mark.parametrize("s", [32, 48, 64, 96])
+@pytest.mark.parametrize("name", sorted(LOSSES))
+def test_losses_see_a_brightness_shift(name, s):
+    """Every loss must penalise a uniform brightness error, whatever the crop size."""
+    t, _ = _pair(s=s, seed=1)
+    assert float(get_loss(name)(t + 0.2, t).min()) > 1e-3
+
+
+def test_ssim_values():
+    t, y = _pair()
+    assert torch.allclose(ssim(t, t), torch.ones(2))
+    v = ssim(y, t)
+    assert float(v.max()) < 1 and float(v.min()) > -1
+    m = ms_ssim(y, t)
+    assert m.shape == (2,) and float(m.max()) < 1 and float(m.min()) > 0
+
+
+def test_losses_differentiable():
+    t, y = _pair(s=40)
+    for name in LOSSES:
+        y2 = y.clone().requires_grad_(True)
+        get_loss(name)(y2, t).mean().backward()
+        assert y2.grad is not None and torch.isfinite(y2.grad).all(), name
+        assert float(y2.grad.abs().sum()) > 0, name
+
+
+def test_unknown_loss():
+    with pytest.raises(ValueError, match="unknown loss") as info:
+        get_loss("perceptual")
+    for name in LOSSES:
+        assert name in str(info.value)
+
+
+def test_psnr():
+    t, y = _pair()
+    p = psnr(t + 1e-6, t)
+    assert p.shape == (2,) and float(p.min()) > 100
+    assert float(psnr(t, t).min()) > 100  # identical: large and finite
+    assert torch.isfinite(psnr(t, t)).all()
+    noisy = psnr(y, t)
+    expected = 10 * torch.log10(1 / (y - t).square().flatten(1).mean(1))
+    torch.testing.assert_close(noisy, expected)
+    assert float(psnr(2 * t, 2 * y, data_range=2.0)[0]) == pytest.approx(float(noisy[0]), 1e-4)

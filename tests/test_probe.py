@@ -86,6 +86,20 @@ def test_probe_of_nlm_weights_follow_the_formula_at_an_interior_pixel():
     assert p.weights.sum() == pytest.approx(window.sum())  # nothing outside the window
 
 
+@pytest.mark.parametrize("pixel", [(0, 0), (13, 17), (29, 33)])
+def test_rbf_probe_reconstructs_the_upsampled_pixel(pixel):
+    from pkn.kernels import rbf_resample
+
+    s1, s2 = 0.3 + _rand(1, 1, 6, 7, seed=12), 0.6
+    y = rbf_resample(X, s1, s2, -0.4, scale=1.5)
+    p = effective_weights("rbf", X, s1, s2, -0.4, pixel=pixel, channel=1, batch=1, scale=1.5)
+    r0, c0 = p.origin
+    h, w = p.weights.shape
+    xin = X[1, 1, r0 : r0 + h, c0 : c0 + w].numpy()
+    assert float((p.weights * xin).sum()) == pytest.approx(float(y[1, 1, pixel[0], pixel[1]]))
+    assert p.sum == pytest.approx(1.0) and p.min >= 0 and p.bias == 0.0
+
+
 def test_affine_probe_reports_the_bias():
     p = effective_weights("affine", X, 0.25, 2.0, pixel=(5, 5))
     assert p.bias == pytest.approx(0.25)

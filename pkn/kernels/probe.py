@@ -131,14 +131,16 @@ def effective_weights(
     ----------
     kernel : str
         One of ``"nlm"``, ``"bilateral"``, ``"gaussian"``, ``"anisotropic"``,
-        ``"polyblur"``, ``"kpn"``, ``"basis"``, ``"affine"``.
+        ``"polyblur"``, ``"kpn"``, ``"basis"``, ``"affine"``, ``"rbf"``.
     x : torch.Tensor
         The image ``(B, C, H, W)`` the kernel was run on.
     *params
         The kernel's positional parameters exactly as passed to it (numbers or maps at
         any resolution).
     pixel : (int, int)
-        ``(row, col)`` of the output pixel.
+        ``(row, col)`` of the output pixel (for ``"rbf"``: on the output grid; its
+        ``scale``/``size`` option is required, and the probe differentiates the whole
+        resampling, since its window size depends on the whole map).
     batch, channel : int
         Which image of the batch and which channel to probe.
     **options
@@ -150,6 +152,8 @@ def effective_weights(
         The weights over an input window around ``pixel`` with their sum, minimum and
         effective number of pixels.
     """
+    if kernel == "rbf":
+        return _rbf_probe(x, params, pixel, batch, channel, options)
     table = _kernels()
     if kernel not in table:
         raise ValueError(f"unknown kernel {kernel!r}; choose one of {sorted(table)}.")
@@ -199,4 +203,36 @@ def effective_weights(
     bias = value - float((w * xc[0, channel].numpy()).sum())
     if grad[0, :channel].abs().sum() + grad[0, channel + 1 :].abs().sum() > 0:
         raise RuntimeError("kernel mixes channels; the probe reads one channel at a time.")
+    return Probe(weights=w, origin=(r0, c0), bias=bias if abs(bias) > 1e-12 else 0.0, value=value)
+
+
+def _rbf_probe(x, params, pixel, batch, channel, options) -> Probe:
+    from .rbf import rbf_resample
+
+    check_image(x)
+    xb = x[batch : batch + 1].detach().to(torch.float64).clone().requires_grad_(True)
+    args = [
+        (p[batch : batch + 1] if p.shape[0] > 1 else p).double()
+        if isinstance(p, torch.Tensor) and p.ndim == 4
+        else p
+        for p in params
+    ]
+    with torch.enable_grad():
+        y = rbf_resample(xb, *args, **options)
+        Ho, Wo = y.shape[-2:]
+        row, col = (int(v) for v in pixel)
+        if not (0 <= row < Ho and 0 <= col < Wo):
+            raise ValueError(f"pixel {pixel} lies outside the {Ho}x{Wo} output.")
+        if not 0 <= channel < x.shape[1]:
+            raise ValueError(f"channel {channel} out of range for {x.shape[1]} channels.")
+        out = y[0, channel, row, col]
+        (grad,) = torch.autograd.grad(out, xb)
+    g = grad[0, channel]
+    nz = torch.nonzero(g)
+    r0, c0 = (int(v) for v in nz.min(0).values) if len(nz) else (0, 0)
+    r1, c1 = (int(v) + 1 for v in nz.max(0).values) if len(nz) else (1, 1)
+    w = g[r0:r1, c0:c1].numpy()
+    value = float(out.detach())
+    xin = xb[0, channel, r0:r1, c0:c1].detach().numpy()
+    bias = value - float((w * xin).sum())
     return Probe(weights=w, origin=(r0, c0), bias=bias if abs(bias) > 1e-12 else 0.0, value=value)

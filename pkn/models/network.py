@@ -67,7 +67,10 @@ class PKNet(nn.Module):
     """
 
     def __init__(
-        self, n_out: int, widths: tuple[int, int, int] = (12, 16, 24), guided: bool = False
+        self,
+        n_out: int,
+        widths: tuple[int, int, int] = (12, 16, 24),
+        guided: bool = False,
     ):
         super().__init__()
         w1, w2, w3 = widths

@@ -18,6 +18,18 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
         "time every kernel against skimage NLM on a 12-megapixel image",
     ),
     ("ship",): ("pkn.training.card:main", "copy a trained model to resources/ with its card"),
+    ("bench", "deblur"): (
+        "pkn.benchmarks.deblur:main",
+        "non-blind deblurring on Kodak24: PKN / global / Richardson-Lucy / Wiener",
+    ),
+    ("bench", "upsample"): (
+        "pkn.benchmarks.upsample:main",
+        "upsampling x1.5/2/3 on Kodak24 and Set12: PKN / bicubic / Lanczos",
+    ),
+    ("bench", "microscopy"): (
+        "pkn.benchmarks.microscopy:main",
+        "real fluorescence noise (W2S, SRDTrans): PKN vs skimage NLM, affine-fit PSNR",
+    ),
     ("bench", "table1"): (
         "pkn.benchmarks.denoise:main",
         "the paper's Table 1 on Kodak24: global optimum / network / oracle",

@@ -1,0 +1,329 @@
+"""``python -m pkn bench deblur``: non-blind deblurring on Kodak24 against classical methods.
+
+Protocol. Each Kodak24 image (``--data``, float in [0, 1]) is blurred by a true
+convolution with mirrored borders (:func:`pkn.training.degrade._convolve`) with an
+isotropic Gaussian PSF (``--blurs``, sigma in pixels, radius ``ceil(3 sigma)``) or one of
+the 8 Levin et al. (2009) camera-shake kernels (``--levin``), then AWGN of std ``noise``
+(``--noises``) is added i.i.d. per pixel and channel, seeded by (image, blur, noise),
+unclipped. Every method knows the true PSF and noise std. Even-sized PSFs are padded to
+odd size with a zero row/column at the end, so every method uses the same centre.
+
+Rows (methods):
+
+* ``pkn``: the polyblur PKN, ``pkn.restore(y, "deblur", blur=psf, noise=sigma,
+  channel_axis=-1, model=--model)`` (channels as a batch of gray images);
+* ``global``: the same polynomial filter with one best (b, c, d) per image, shared by
+  its channels, fitted against the clean image
+  (:func:`pkn.oracle.global_optimum` with ``blur=psf``; an upper bound for constant
+  coefficients);
+* ``rl``: :func:`skimage.restoration.richardson_lucy` with the true PSF, ``num_iter``
+  ``--rl-iters`` (30), ``clip=False``, per channel on the image mirror-padded by the PSF
+  size; Richardson-Lucy needs positive data, so a channel whose minimum is below 1e-3 is
+  shifted up by ``1e-3 - min`` and shifted back afterwards;
+* ``wiener``: :func:`skimage.restoration.wiener` with the true PSF, skimage's default
+  Laplacian regulariser, ``clip=False`` and ``balance`` = the noise-to-signal variance
+  ratio ``sigma^2 / max(var(y) - sigma^2, 1e-8)`` per channel (``--wiener-balance`` to
+  fix a number), per channel on the image mirror-padded by the PSF size;
+* ``blurred``: the degraded input itself.
+
+PSNR and SSIM (:mod:`skimage.metrics`, ``data_range=1``, 7x7 window, mean over
+channels) are computed on the unclipped RGB output against the clean image and averaged
+over images; seconds are the wall time per image of the method alone. Per-image results
+are cached in a JSON file (``--cache``) so rows can be computed in separate runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from ._common import (
+    DATA_ROOT,
+    Cache,
+    ModelUnavailable,
+    command_line,
+    fmt_cell,
+    from_batch,
+    load_images,
+    markdown_table,
+    metrics,
+    parse_floats,
+    parse_rows,
+    require_model,
+    run_grid,
+    seed,
+    set_threads,
+    timed,
+    to_batch,
+)
+
+__all__ = ["BLURS", "NOISES", "ROWS", "main", "run"]
+
+PROG = "python -m pkn bench deblur"
+BLURS = (1.0, 1.5, 2.0, 2.5)
+NOISES = (0.01, 0.05)
+ROWS = ("pkn", "global", "rl", "wiener", "blurred")
+LEVIN_FILE = DATA_ROOT / "psf" / "levin09_blur_kernels.npz"
+
+
+def odd_psf(psf: np.ndarray) -> np.ndarray:
+    """Normalise ``psf`` to sum 1 and pad even sizes to odd with zeros at the end.
+
+    The centre ``(kh // 2, kw // 2)`` (polyblur's convention) becomes the unambiguous
+    centre of the odd kernel, which every method (convolution, FFT, skimage) agrees on.
+    """
+    k = np.asarray(psf, np.float64)
+    k = np.pad(k, ((0, 1 - k.shape[0] % 2), (0, 1 - k.shape[1] % 2)))
+    return (k / k.sum()).astype(np.float32)
+
+
+def blur_kernels(
+    sigmas, levin: bool = False, levin_file: str | Path | None = None
+) -> list[tuple[str, np.ndarray]]:
+    """``(label, psf)`` pairs: ``g<sigma>`` Gaussians, then ``levin-k00``... if ``levin``."""
+    from ..training.degrade import gaussian_psf
+
+    out = [(f"g{s:g}", odd_psf(gaussian_psf(float(s)).numpy())) for s in sigmas]
+    if levin:
+        path = Path(levin_file or LEVIN_FILE)
+        if not path.is_file():
+            raise FileNotFoundError(f"Levin kernels not found at {path} (--levin-file).")
+        z = np.load(path)
+        out += [(f"levin-{k}", odd_psf(z[k])) for k in sorted(z.files)]
+    return out
+
+
+def degrade(img: np.ndarray, psf: np.ndarray, noise: float, rng_seed: int):
+    """Blur ``img`` (``(H, W[, C])``) with ``psf`` and add AWGN: ``(C, 1, H, W)`` tensor."""
+    import torch
+
+    from ..training.degrade import _convolve
+
+    x = to_batch(img)
+    with torch.no_grad():
+        b = _convolve(x, torch.from_numpy(psf))
+    rng = np.random.default_rng(rng_seed)
+    n = rng.standard_normal(tuple(b.shape), dtype=np.float32)
+    return b + float(noise) * torch.from_numpy(n)
+
+
+def _pad(y: np.ndarray, psf: np.ndarray) -> tuple[np.ndarray, int]:
+    p = max(psf.shape)
+    return np.pad(y, p, mode="reflect"), p
+
+
+def richardson_lucy(y: np.ndarray, psf: np.ndarray, num_iter: int = 30) -> np.ndarray:
+    """Per-channel Richardson-Lucy as benchmarked (see the module docstring)."""
+    from skimage.restoration import richardson_lucy as rl
+
+    chans = y[..., None] if y.ndim == 2 else y
+    out = np.empty_like(chans)
+    for c in range(chans.shape[-1]):
+        yp, p = _pad(chans[..., c].astype(np.float64), psf)
+        shift = max(0.0, 1e-3 - float(yp.min()))
+        d = rl(yp + shift, psf.astype(np.float64), num_iter=num_iter, clip=False) - shift
+        out[..., c] = d[p:-p, p:-p]
+    return out[..., 0] if y.ndim == 2 else out
+
+
+def wiener(y: np.ndarray, psf: np.ndarray, noise: float, balance=None) -> np.ndarray:
+    """Per-channel Wiener as benchmarked; ``balance`` None: the noise-to-signal ratio."""
+    from skimage.restoration import wiener as skw
+
+    chans = y[..., None] if y.ndim == 2 else y
+    out = np.empty_like(chans)
+    for c in range(chans.shape[-1]):
+        ch = chans[..., c].astype(np.float64)
+        bal = balance
+        if bal is None:
+            bal = noise**2 / max(float(ch.var()) - noise**2, 1e-8)
+        yp, p = _pad(ch, psf)
+        out[..., c] = skw(yp, psf.astype(np.float64), bal, clip=False)[p:-p, p:-p]
+    return out[..., 0] if y.ndim == 2 else out
+
+
+def run(
+    rows=ROWS,
+    blurs=BLURS,
+    noises=NOISES,
+    *,
+    levin: bool = False,
+    levin_file=None,
+    data=None,
+    n_images: int | None = None,
+    model=None,
+    cache=None,
+    rl_iters: int = 30,
+    wiener_balance=None,
+    global_iters: int = 40,
+    threads: int = 0,
+    log=None,
+) -> tuple[dict, dict]:
+    """Compute the table.
+
+    Returns
+    -------
+    (dict, dict)
+        ``{"<blur> n<noise>": {row: Cell}}`` and a dict of notes (model hash, counts).
+
+    Raises
+    ------
+    ModelUnavailable
+        When ``pkn`` is among the rows and the polyblur model cannot be loaded.
+    """
+    import torch
+
+    from .. import restore
+    from ..oracle import global_optimum
+
+    set_threads(threads)
+    data = Path(data) if data else DATA_ROOT / "kodak24"
+    images = load_images(data, n_images)
+    kernels = blur_kernels(blurs, levin, levin_file)
+    model = model or "polyblur"
+    notes = {"data": str(data), "n_images": len(images)}
+    tags = {
+        "global": f"@iters{global_iters}",
+        "rl": f"@iters{rl_iters}",
+        "wiener": "" if wiener_balance is None else f"@balance{wiener_balance:g}",
+    }
+    if "pkn" in rows:
+        info = require_model(model, "polyblur")
+        tags["pkn"] = f"@{info['sha256'][:12]}"
+        notes["model"] = f"{info['name']} (sha256 {info['sha256'][:12]})"
+        warm = np.random.default_rng(0).random((32, 32), np.float32)
+        restore(warm, "deblur", blur=kernels[0][1] if kernels else 1.0, noise=0.01, model=model)
+    conditions = [
+        (f"{label} n{noise:g}", (label, psf, float(noise)))
+        for label, psf in kernels
+        for noise in noises
+    ]
+
+    def prepare(params, index, name, img):
+        label, psf, noise = params
+        yb = degrade(img, psf, noise, seed("deblur", name, label, noise))
+        return {"yb": yb, "y": from_batch(yb, img.ndim), "clean": img, "psf": psf, "noise": noise}
+
+    def compute(row, ctx):
+        y, psf, noise, clean = ctx["y"], ctx["psf"], ctx["noise"], ctx["clean"]
+        extra = {}
+        if row == "pkn":
+            axis = -1 if y.ndim == 3 else None
+            r, dt = timed(
+                restore, y, "deblur", blur=psf, noise=noise, channel_axis=axis, model=model
+            )
+            out = r.image
+        elif row == "global":
+            yb = ctx["yb"]
+            s = torch.full((yb.shape[0], 1, 1, 1), noise)
+            res, dt = timed(
+                global_optimum,
+                "polyblur",
+                yb,
+                to_batch(clean),
+                s,
+                iters=global_iters,
+                blur=torch.from_numpy(psf),
+            )
+            out = from_batch(res.output, clean.ndim)
+            extra = {k: float(v.mean()) for k, v in res.maps.items()}
+        elif row == "rl":
+            out, dt = timed(richardson_lucy, y, psf, rl_iters)
+        elif row == "wiener":
+            out, dt = timed(wiener, y, psf, noise, wiener_balance)
+        elif row == "blurred":
+            out, dt = y, 0.0
+        else:
+            raise ValueError(f"unknown row {row!r}")
+        return {**metrics(out, clean), "seconds": dt, **extra}
+
+    table = run_grid(
+        Cache(cache),
+        f"deblur|{data.name}",
+        conditions,
+        images,
+        rows,
+        prepare,
+        compute,
+        row_tag=lambda row: tags.get(row, ""),
+        log=log,
+    )
+    return table, notes
+
+
+def markdown(table: dict, rows, notes: dict, command: str, settings: str) -> str:
+    """The results as a markdown table with the command line and protocol notes."""
+    body = []
+    for label, cells in table.items():
+        blur, _, noise = label.rpartition(" n")
+        blur = f"Gaussian {blur[1:]} px" if blur.startswith("g") else blur.replace("-", " ")
+        body.append([blur, noise, *(fmt_cell(cells[r]) for r in rows)])
+    lines = [
+        f"Command: `{command}`",
+        "",
+        f"Non-blind deblurring, {notes['data']} ({notes['n_images']} images, RGB, channels "
+        "as a batch): PSNR dB / SSIM (seconds per image), unclipped outputs, mean over "
+        f"images. {settings}" + (f" PKN model: {notes['model']}." if "model" in notes else ""),
+        "",
+        markdown_table(["blur", "noise", *rows], body),
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark from the command line; returns the exit status."""
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
+    p.add_argument("--rows", default=",".join(ROWS), help="methods (default: %(default)s)")
+    p.add_argument(
+        "--blurs",
+        default=",".join(f"{b:g}" for b in BLURS),
+        help="Gaussian blur sigmas in px ('none' for no Gaussian; default: %(default)s)",
+    )
+    p.add_argument("--levin", action="store_true", help="add the 8 Levin et al. 2009 kernels")
+    p.add_argument("--levin-file", default=None, help=f"default: {LEVIN_FILE}")
+    p.add_argument(
+        "--noises",
+        default=",".join(f"{n:g}" for n in NOISES),
+        help="AWGN stds added after the blur (default: %(default)s)",
+    )
+    p.add_argument("--data", default=None, help=f"image folder (default: {DATA_ROOT}/kodak24)")
+    p.add_argument("--images", type=int, default=None, help="first N images only")
+    p.add_argument("--model", default=None, help="polyblur model name or .safetensors path")
+    p.add_argument("--cache", default=None, help="JSON file caching per-image results")
+    p.add_argument("--rl-iters", type=int, default=30, help="Richardson-Lucy iterations")
+    p.add_argument(
+        "--wiener-balance", type=float, default=None, help="fixed balance (default: NSR)"
+    )
+    p.add_argument("--global-iters", type=int, default=40, help="Adam steps of 'global'")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    a = p.parse_args(argv)
+    rows = parse_rows(a.rows, ROWS)
+    try:
+        table, notes = run(
+            rows,
+            parse_floats(a.blurs),
+            parse_floats(a.noises),
+            levin=a.levin,
+            levin_file=a.levin_file,
+            data=a.data,
+            n_images=a.images,
+            model=a.model,
+            cache=a.cache,
+            rl_iters=a.rl_iters,
+            wiener_balance=a.wiener_balance,
+            global_iters=a.global_iters,
+            threads=a.threads,
+        )
+    except (ModelUnavailable, FileNotFoundError) as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 2
+    bal = "NSR per channel" if a.wiener_balance is None else f"{a.wiener_balance:g}"
+    settings = (
+        f"rl: {a.rl_iters} iterations; wiener: Laplacian regulariser, balance {bal}; "
+        f"global: {a.global_iters} Adam steps."
+    )
+    print(markdown(table, rows, notes, command_line(PROG, argv), settings))
+    return 0

@@ -30,6 +30,10 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
         "pkn.benchmarks.microscopy:main",
         "real fluorescence noise (W2S, SRDTrans): PKN vs skimage NLM, affine-fit PSNR",
     ),
+    ("bench", "restore"): (
+        "pkn.benchmarks.restore_speed:main",
+        "pkn.restore (network + NLM) vs skimage NLM on a 12-megapixel image",
+    ),
     ("bench", "table1"): (
         "pkn.benchmarks.denoise:main",
         "the paper's Table 1 on Kodak24: global optimum / network / oracle",

@@ -45,6 +45,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=d.batch)
     p.add_argument("--crop", type=int, default=d.crop)
     p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--clip", type=float, default=d.clip, help="gradient-norm clip (0: off)")
     p.add_argument("--loss", default=d.loss, choices=["l2", "l1", "ssim", "msssim"])
     p.add_argument("--noise", default=d.noise, choices=["awgn", "poisson-gaussian", "mixed"])
     p.add_argument(

@@ -32,6 +32,7 @@ class TrainConfig:
     batch: int = 16
     crop: int = 96
     lr: float = 2e-3
+    clip: float = 0.0  # gradient-norm clipping (0: off); 1.0 keeps saturating heads alive
     loss: str = "l2"
     noise: str = "awgn"  # awgn | poisson-gaussian | mixed
     sigma: tuple[float, float] = (0.05, 0.1)
@@ -207,6 +208,8 @@ def _train(cfg: TrainConfig, progress: bool) -> dict:
         loss = per.mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        if cfg.clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
         opt.step()
         sched.step()
         step += 1

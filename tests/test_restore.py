@@ -73,8 +73,11 @@ def test_info_reports_provenance_and_noise():
     assert i["kernel"] == "nlm" and i["task"] == "denoise" and i["strength"] == 1.0
     assert i["pkn_version"] == pkn.__version__ and 0 < i["n_parameters"] < 20_000
     assert i["noise"]["estimated"]
-    est = i["noise"]["sigma"][0] if i["noise"]["model"] == "awgn" else np.sqrt(
-        i["noise"]["a"] * noisy.mean() + i["noise"]["b"])
+    est = (
+        i["noise"]["sigma"][0]
+        if i["noise"]["model"] == "awgn"
+        else np.sqrt(i["noise"]["a"] * noisy.mean() + i["noise"]["b"])
+    )
     assert 0.06 < est < 0.1
     given = pkn.restore(noisy, noise=0.08).info["noise"]
     assert given == {"model": "awgn", "sigma": 0.08, "estimated": False}
@@ -120,6 +123,7 @@ def test_restorer_renders_strengths_without_the_network_and_probes_in_input_unit
     pr = r.probe((30, 40))
     r0, c0 = pr.origin
     win = img[r0 : r0 + pr.weights.shape[0], c0 : c0 + pr.weights.shape[1]]
-    assert float((pr.weights * win).sum()) + pr.bias == pytest.approx(float(a.image[30, 40]),
-                                                                      rel=1e-5)
+    assert float((pr.weights * win).sum()) + pr.bias == pytest.approx(
+        float(a.image[30, 40]), rel=1e-5
+    )
     assert pr.sum == pytest.approx(1.0) and pr.min >= 0 and pr.bias == 0.0

@@ -1,0 +1,287 @@
+"""Output layers of a restoration: names, geometry, colormaps, provenance metadata.
+
+Geometry: a derived layer whose data index ``i`` lands on the input's data index
+``factor * i + offset`` (per axis) gets ``scale * factor`` and a translate moved by the
+offset through the input's rotation and shear, so it overlays the input exactly in world
+coordinates (parameter maps: factor 2, offset 0.5; upsampled output: factor
+``n_in / n_out``, offset ``0.5 * n_in / n_out - 0.5``, the ``align_corners=False`` grid).
+Only numpy and napari are imported here (no torch).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = [
+    "base_name",
+    "derived_geometry",
+    "map_style",
+    "probe_spec",
+    "put_layers",
+    "require_image",
+    "result_specs",
+]
+
+
+def require_image(layer):
+    """Return ``layer`` if it is a napari Image layer, else raise a TypeError saying why."""
+    from napari.layers import Image
+
+    if not isinstance(layer, Image):
+        kind = type(layer).__name__
+        name = getattr(layer, "name", repr(layer))
+        raise TypeError(
+            f"PKN restores intensity images, but {name!r} is a {kind} layer. "
+            "Choose an Image layer (e.g. File > Open Sample > PKN restoration)."
+        )
+    return layer
+
+
+def _embed(matrix: np.ndarray, n: int) -> np.ndarray:
+    """``matrix`` (k x k) in the lower-right corner of an ``n x n`` identity."""
+    out = np.eye(n)
+    k = matrix.shape[0]
+    out[n - k :, n - k :] = matrix
+    return out
+
+
+def derived_geometry(layer, factors=None, offsets=None, extra_axis: bool = False) -> dict:
+    """Layer keyword arguments that place data index ``i`` on the input's ``f * i + o``.
+
+    Parameters
+    ----------
+    layer : napari.layers.Layer
+        The input layer (its scale, translate, rotate, shear, affine, units, labels).
+    factors, offsets : sequence of float, optional
+        Per trailing axis (e.g. the two spatial axes); leading axes keep 1 and 0.
+    extra_axis : bool
+        Prepend a unit "channel" axis (per-channel parameter maps of RGB input).
+    """
+    from napari.utils.transforms import CompositeAffine
+    from napari.utils.transforms.transform_utils import shear_to_matrix
+
+    n = layer.ndim
+    f, o = np.ones(n), np.zeros(n)
+    if factors is not None:
+        f[n - len(factors) :] = factors
+        o[n - len(offsets) :] = offsets
+    scale = np.asarray(layer.scale, float)
+    lin = CompositeAffine(np.ones(n), rotate=layer.rotate, shear=layer.shear, ndim=n)
+    translate = np.asarray(layer.translate, float) + lin.linear_matrix @ (scale * o)
+    geo = {
+        "scale": scale * f,
+        "translate": translate,
+        "rotate": np.asarray(layer.rotate),
+        "shear": shear_to_matrix(np.asarray(layer.shear), ndim=n),
+        "affine": np.asarray(layer.affine.affine_matrix),
+        "units": tuple(str(u) for u in layer.units),
+        "axis_labels": tuple(layer.axis_labels),
+    }
+    if extra_axis:
+        geo["scale"] = np.r_[1.0, geo["scale"]]
+        geo["translate"] = np.r_[0.0, geo["translate"]]
+        geo["rotate"] = _embed(geo["rotate"], n + 1)
+        geo["shear"] = _embed(geo["shear"], n + 1)
+        geo["affine"] = _embed(geo["affine"], n + 2)
+        geo["units"] = ("pixel", *geo["units"])
+        geo["axis_labels"] = ("channel", *geo["axis_labels"])
+    return geo
+
+
+def _robust_max(v: np.ndarray, q: float = 99.5) -> float:
+    finite = v[np.isfinite(v)]
+    m = float(np.percentile(finite, q)) if finite.size else 0.0
+    return m if m > 0 else float(finite.max()) if finite.size and finite.max() > 0 else 1.0
+
+
+def map_style(name: str, values: np.ndarray) -> dict:
+    """Colormap and contrast limits for a parameter map.
+
+    Sigmas (never negative) use a sequential map from 0 to a high percentile; ``rho``
+    (a correlation) a diverging map on [-1, 1]; the polynomial coefficients ``b, c, d``
+    a diverging map symmetric about 0.
+    """
+    if name == "rho":
+        return {"colormap": "coolwarm", "contrast_limits": (-1.0, 1.0)}
+    if name in ("b", "c", "d"):
+        m = _robust_max(np.abs(values))
+        return {"colormap": "PiYG", "contrast_limits": (-m, m)}
+    if name.startswith("sigma"):
+        cmap = "magma" if name == "sigma" else "viridis"
+        return {"colormap": cmap, "contrast_limits": (0.0, _robust_max(values))}
+    lo, hi = (float(v) for v in np.nanpercentile(values, [0.5, 99.5]))
+    return {"colormap": "gray", "contrast_limits": (lo, hi if hi > lo else lo + 1.0)}
+
+
+def put_layers(viewer, specs: list[tuple]) -> list:
+    """Add ``(data, kwargs, type)`` layers; a PKN layer of the same name is replaced.
+
+    Replaced layers keep their place in the layer list, so re-running a restoration does
+    not pile up layers. Returns the new layer objects, in order.
+    """
+    from napari.layers import Layer
+
+    out = []
+    for data, kwargs, kind in specs:
+        layer = Layer.create(data, dict(kwargs), kind)
+        name = kwargs.get("name")
+        old = viewer.layers[name] if name in viewer.layers else None
+        if old is not None and "pkn" in old.metadata:
+            i = viewer.layers.index(old)
+            viewer.layers.remove(old)
+            viewer.layers.insert(i, layer)
+        else:
+            viewer.add_layer(layer)
+        out.append(layer)
+    return out
+
+
+# ---------------------------------------------------------------- output layers
+
+_PARAM_UNITS = {
+    "sigma": "intensity units of the input",
+    "sigma1": "input pixels (along x)",
+    "sigma2": "input pixels (along y)",
+    "rho": "correlation of x and y, in [-1, 1]",
+}
+
+
+def base_name(layer_name: str, model: str) -> str:
+    """``"cells [PKN nlm]"``: the name every output of one restoration starts with."""
+    return f"{layer_name} [PKN {model}]"
+
+
+def result_specs(layer, job, show_maps: bool = True) -> list[tuple]:
+    """``(data, kwargs, type)`` for the restored image, its maps and orientation glyphs.
+
+    ``job`` is a finished :class:`napari_pkn._scripting.Job` on ``layer``'s data.
+    """
+    src, base, meta = job.source, base_name(layer.name, job.entry.name), job.provenance()
+    (h, w), (ho, wo) = src.spatial, job.image.shape[len(src.lead) : len(src.lead) + 2]
+    fy, fx = h / ho, w / wo
+    out = {
+        "name": base,
+        "rgb": src.rgb,
+        "contrast_limits": tuple(layer.contrast_limits),
+        "gamma": layer.gamma,
+        "blending": layer.blending,
+        "metadata": {"pkn": meta},
+        **derived_geometry(layer, (fy, fx), (0.5 * fy - 0.5, 0.5 * fx - 0.5)),
+    }
+    if not src.rgb:
+        out["colormap"] = layer.colormap
+    specs = [(job.image, out, "image")]
+    f = float(meta.get("map_scale", 2.0))
+    for name, values in job.maps.items():
+        kw = {
+            "name": f"{base} {name}",
+            "visible": show_maps,
+            "metadata": {"pkn": {**meta, "parameter": name, "units": _PARAM_UNITS.get(name, "")}},
+            **map_style(name, values),
+            **derived_geometry(layer, (f, f), (0.5 * f - 0.5,) * 2, extra_axis=src.rgb),
+        }
+        specs.append((np.moveaxis(values, -1, 0) if src.rgb else values, kw, "image"))
+    if {"sigma1", "sigma2", "rho"} <= set(job.maps):
+        specs.append(vectors_spec(layer, job, show_maps))
+    return specs
+
+
+def glyphs(maps: dict, n_lead: int, map_scale: float = 2.0, rgb: bool = False):
+    """Orientation/elongation glyphs of the covariance maps on a sparse grid.
+
+    The covariance over ``(x, y)`` is ``[[s1^2, r s1 s2], [r s1 s2, s2^2]]``; each glyph
+    is a segment along its principal axis, ``2 sqrt(lambda_max)`` input pixels long
+    (capped at the grid spacing), centred on its map pixel.
+
+    Returns
+    -------
+    (numpy.ndarray, dict)
+        Vectors data ``(N, 2, n_lead + 2)`` in input data coordinates, and features
+        ``elongation`` (``sqrt(lambda_max / lambda_min)``) and ``sigma_major``.
+    """
+    s1, s2, r = (np.asarray(maps[k], np.float64) for k in ("sigma1", "sigma2", "rho"))
+    h, w = s1.shape[n_lead : n_lead + 2]
+    step = max(1, round(max(h, w) / 32))
+    rows, cols = np.arange(step // 2, h, step), np.arange(step // 2, w, step)
+    sub = np.ix_(*[np.arange(n) for n in s1.shape[:n_lead]], rows, cols)
+    s1, s2, r = (v.mean(-1) if rgb else v for v in (s1, s2, r))
+    s1, s2, r = s1[sub], s2[sub], r[sub]
+    a, c, b = s1 * s1, s2 * s2, r * s1 * s2
+    half = np.sqrt(((a - c) / 2) ** 2 + b * b)
+    lam1, lam2 = (a + c) / 2 + half, np.maximum((a + c) / 2 - half, 1e-12)
+    theta = 0.5 * np.arctan2(2 * b, a - c)  # angle of the major axis from +x
+    major = np.sqrt(lam1)
+    length = np.minimum(2 * major, 0.95 * step * map_scale)
+    grid = (
+        np.stack(
+            np.meshgrid(*[np.arange(n) for n in s1.shape[:n_lead]], rows, cols, indexing="ij"), -1
+        )
+        .reshape(-1, n_lead + 2)
+        .astype(float)
+    )
+    centre = grid.copy()
+    centre[:, -2:] = grid[:, -2:] * map_scale + (map_scale - 1) / 2
+    proj = np.zeros_like(centre)
+    proj[:, -2] = (np.sin(theta) * length).ravel()  # rows: +y
+    proj[:, -1] = (np.cos(theta) * length).ravel()  # columns: +x
+    data = np.stack([centre - proj / 2, proj], axis=1)
+    feats = {
+        "elongation": np.minimum(np.sqrt(lam1 / lam2), 100.0).ravel(),
+        "sigma_major": major.ravel(),
+    }
+    return data, feats
+
+
+def vectors_spec(layer, job, show_maps: bool = True) -> tuple:
+    """A Vectors layer of orientation glyphs for kernels with a covariance (``rho``)."""
+    src, meta = job.source, job.provenance()
+    f = float(meta.get("map_scale", 2.0))
+    data, feats = glyphs(job.maps, len(src.lead), f, src.rgb)
+    hi = float(np.percentile(feats["elongation"], 99)) if len(data) else 2.0
+    kw = {
+        "name": f"{base_name(layer.name, job.entry.name)} orientation",
+        "features": feats,
+        "edge_color": "elongation",
+        "edge_colormap": "viridis",
+        "edge_contrast_limits": (1.0, max(hi, 1.5)),
+        "edge_width": max(0.25, 0.12 * f * max(1, round(max(src.spatial) / f / 32))),
+        "vector_style": "line",
+        "length": 1.0,
+        "opacity": 1.0,
+        "visible": show_maps,
+        "metadata": {"pkn": {**meta, "parameter": "principal axis of the covariance"}},
+        **derived_geometry(layer),
+    }
+    return data, kw, "vectors"
+
+
+def probe_spec(layer, job, index: tuple, pixel: tuple, channel: int, probe) -> tuple:
+    """The weights one output pixel used, as a small Image layer over the input pixels."""
+    wts = np.asarray(probe.weights, np.float32)
+    data = wts.reshape((1,) * len(index) + wts.shape)
+    lo, hi = float(wts.min()), float(wts.max())
+    if lo < 0:
+        m = max(-lo, hi)
+        style = {"colormap": "coolwarm", "contrast_limits": (-m, m)}
+    else:
+        style = {"colormap": "inferno", "contrast_limits": (0.0, hi if hi > 0 else 1.0)}
+    info = {
+        "plane": [int(i) for i in index],
+        "pixel": [int(pixel[0]), int(pixel[1])],
+        "channel": int(channel),
+        "origin": [int(v) for v in probe.origin],
+        "sum": probe.sum,
+        "min": probe.min,
+        "n_eff": probe.n_eff,
+        "value": float(probe.value),
+        "bias": float(probe.bias),
+    }
+    kw = {
+        "name": f"{base_name(layer.name, job.entry.name)} probe",
+        "opacity": 0.9,
+        "blending": "translucent",
+        "metadata": {"pkn": {**job.provenance(), "probe": info}},
+        **style,
+        **derived_geometry(layer, np.ones(data.ndim), (*index, *probe.origin)),
+    }
+    return data, kw, "image"

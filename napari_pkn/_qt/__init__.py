@@ -1,0 +1,1 @@
+"""Private Qt pieces of the PKN restoration widget (no torch, no pkn imports)."""

@@ -1,0 +1,205 @@
+"""The widget's settings form: task, kernel, noise, blur, factor, strength, maps."""
+
+from __future__ import annotations
+
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QLabel,
+    QWidget,
+)
+from superqt import QLabeledDoubleSlider
+
+__all__ = ["OptionsForm"]
+
+NOISE_MODES = {
+    "auto": "automatic estimate",
+    "gaussian": "Gaussian sigma",
+    "poisson-gaussian": "Poisson-Gaussian (a, b)",
+}
+BLUR_MODES = {"gaussian": "Gaussian sigma (pixels)", "psf": "PSF from an image layer"}
+STRENGTH_MAX = 3.0
+
+
+def _spin(lo: float, hi: float, value: float, decimals: int = 4, tip: str = "") -> QDoubleSpinBox:
+    s = QDoubleSpinBox()
+    s.setRange(lo, hi)
+    s.setDecimals(decimals)
+    s.setStepType(QDoubleSpinBox.StepType.AdaptiveDecimalStepType)
+    s.setValue(value)
+    s.setToolTip(tip)
+    return s
+
+
+def _combo(items: dict) -> QComboBox:
+    c = QComboBox()
+    for key, text in items.items():
+        c.addItem(text, key)
+    return c
+
+
+class OptionsForm(QWidget):
+    """What to run. Rows not used by the chosen task are hidden.
+
+    Parameters
+    ----------
+    entries : list of napari_pkn._scripting.ModelEntry
+        The models to offer (the shipped ones).
+    tasks : list of str
+        All tasks; those without a model are listed but disabled.
+    """
+
+    def __init__(self, entries, tasks, parent=None):
+        super().__init__(parent)
+        self._entries = list(entries)
+        form = QFormLayout(self)
+        form.setContentsMargins(0, 0, 0, 0)
+        form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+        self._form = form
+        self.layer = QComboBox()
+        self.layer.setToolTip("Image layers only (Labels, Points, Shapes are not images)")
+        self.task = QComboBox()
+        for t in tasks:
+            n = sum(e.task == t for e in self._entries)
+            self.task.addItem(t if n else f"{t} (no model shipped yet)", t)
+            if not n:
+                self.task.model().item(self.task.count() - 1).setEnabled(False)
+        self.kernel = QComboBox()
+        self.noise_mode = _combo(NOISE_MODES)
+        self.noise_info = QLabel("choose an image layer to estimate its noise")
+        self.noise_info.setWordWrap(True)
+        self.sigma = _spin(0, 1e9, 0.05, tip="standard deviation, in the image's units")
+        self.a = _spin(0, 1e9, 0.01, tip="variance = a * intensity + b (image units)")
+        self.b = _spin(-1e12, 1e12, 0.0, tip="variance = a * intensity + b (image units)")
+        self.blur_mode = _combo(BLUR_MODES)
+        self.blur_sigma = _spin(0.1, 20.0, 1.5, 2, "Gaussian blur sigma, in pixels")
+        self.psf_layer = QComboBox()
+        self.psf_layer.setToolTip("a 2-D image of the point-spread function")
+        self.factor = _spin(1.1, 8.0, 2.0, 2, "output pixel size = input pixel size / factor")
+        self.factor.setSingleStep(0.25)
+        self.strength = QLabeledDoubleSlider(Qt.Orientation.Horizontal)
+        self.strength.setRange(0.0, STRENGTH_MAX)
+        self.strength.setValue(1.0)
+        self.strength.setToolTip(
+            "multiplies the predicted maps; moving it re-runs only the filter (no network)"
+        )
+        self.show_maps = QCheckBox("show parameter maps")
+        self.show_maps.setToolTip("one image layer per parameter, overlaid pixel for pixel")
+        for label, w in (
+            ("image", self.layer),
+            ("task", self.task),
+            ("kernel", self.kernel),
+            ("noise", self.noise_mode),
+            ("", self.noise_info),
+            ("sigma", self.sigma),
+            ("a", self.a),
+            ("b", self.b),
+            ("blur", self.blur_mode),
+            ("blur sigma", self.blur_sigma),
+            ("PSF layer", self.psf_layer),
+            ("factor", self.factor),
+            ("strength", self.strength),
+            ("", self.show_maps),
+        ):
+            form.addRow(label, w)
+        self.task.currentIndexChanged.connect(self._on_task)
+        self.noise_mode.currentIndexChanged.connect(self.update_rows)
+        self.blur_mode.currentIndexChanged.connect(self.update_rows)
+        first = next((i for i in range(self.task.count()) if self._enabled(i)), 0)
+        self.task.setCurrentIndex(first)
+        self._on_task()
+
+    def _enabled(self, i: int) -> bool:
+        return self.task.model().item(i).isEnabled()
+
+    def _show(self, widget: QWidget, on: bool) -> None:
+        label = self._form.labelForField(widget)
+        for w in (widget, label):
+            if w is not None:
+                w.setVisible(on)
+
+    def _on_task(self, *_):
+        current = self.kernel.currentData()
+        self.kernel.clear()
+        for e in self._entries:
+            if e.task == self.task.currentData():
+                self.kernel.addItem(e.name, e.name)
+                self.kernel.setItemData(
+                    self.kernel.count() - 1, e.description, Qt.ItemDataRole.ToolTipRole
+                )
+        i = self.kernel.findData(current)
+        if i >= 0:
+            self.kernel.setCurrentIndex(i)
+        self.update_rows()
+
+    def update_rows(self, *_):
+        """Show only the rows the current task and modes use."""
+        task, noise = self.task.currentData(), self.noise_mode.currentData()
+        self._show(self.sigma, noise == "gaussian")
+        self._show(self.a, noise == "poisson-gaussian")
+        self._show(self.b, noise == "poisson-gaussian")
+        self._show(self.blur_mode, task == "deblur")
+        self._show(self.blur_sigma, task == "deblur" and self.blur_mode.currentData() != "psf")
+        self._show(self.psf_layer, task == "deblur" and self.blur_mode.currentData() == "psf")
+        self._show(self.factor, task == "upsample")
+
+    def set_layers(self, names: list[str], prefer: str | None) -> None:
+        """Offer ``names`` in the image and PSF combos (no signals); keep the current
+        choices, else pick ``prefer`` for the image."""
+        for combo in (self.layer, self.psf_layer):
+            keep = combo.currentText()
+            if keep not in names:
+                keep = prefer if combo is self.layer else None
+            combo.blockSignals(True)
+            combo.clear()
+            combo.addItems(names)
+            combo.setCurrentIndex(names.index(keep) if keep in names else len(names) - 1)
+            combo.blockSignals(False)
+
+    def noise(self):
+        """``None`` (estimate), a sigma, or ``(a, b)``: as ``pkn.Restorer(noise=...)``."""
+        mode = self.noise_mode.currentData()
+        if mode == "gaussian":
+            return self.sigma.value()
+        if mode == "poisson-gaussian":
+            return (self.a.value(), self.b.value())
+        return None
+
+    def set_estimate(self, desc: dict | None, text: str) -> None:
+        """Show the automatic estimate; pre-fill the manual fields while on automatic."""
+        self.noise_info.setText(text)
+        if not desc or self.noise_mode.currentData() != "auto":
+            return
+        if desc.get("model") == "awgn":
+            s = desc["sigma"]
+            self.sigma.setValue(float(sum(s) / len(s) if isinstance(s, list) else s))
+        elif desc.get("model") == "poisson-gaussian":
+            self.a.setValue(float(desc["a"]))
+            self.b.setValue(float(desc["b"]))
+
+    _STATE = ("task", "kernel", "noise_mode", "blur_mode")
+    _VALUES = ("sigma", "a", "b", "blur_sigma", "factor", "strength")
+
+    def state(self) -> dict:
+        """The settings as JSON-serialisable values (for persistence)."""
+        out = {k: getattr(self, k).currentData() for k in self._STATE}
+        out.update({k: float(getattr(self, k).value()) for k in self._VALUES})
+        out["show_maps"] = self.show_maps.isChecked()
+        return out
+
+    def restore(self, state: dict) -> None:
+        """Apply saved settings; unknown or invalid entries are ignored."""
+        for k in self._STATE:
+            combo = getattr(self, k)
+            i = combo.findData(state.get(k))
+            if i >= 0 and (k != "task" or self._enabled(i)):
+                combo.setCurrentIndex(i)
+        for k in self._VALUES:
+            if isinstance(state.get(k), int | float):
+                getattr(self, k).setValue(float(state[k]))
+        if isinstance(state.get("show_maps"), bool):
+            self.show_maps.setChecked(state["show_maps"])
+        self.update_rows()

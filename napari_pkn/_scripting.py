@@ -1,0 +1,305 @@
+"""Scripting API (:func:`restore_layer`) and the engine it shares with the widget.
+
+A :class:`Job` restores an Image layer's data plane by plane (leading axes such as t and
+z one plane at a time) with :class:`pkn.Restorer`: one network pass per plane, then the
+full-resolution filter. It keeps the restorers, so a new ``strength`` re-runs only the
+filter (:meth:`Job.render`) and the kernel probe reads the weights that were used.
+torch and pkn's submodules are imported inside functions only.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+
+from ._layers import put_layers, require_image, result_specs
+
+__all__ = ["Job", "ModelEntry", "Options", "Source", "catalogue", "restore_layer"]
+
+_NATIVE = (np.uint8, np.uint16, np.float32, np.float64)
+MAX_FACTOR = 16.0
+MAX_OUTPUT_PIXELS = 1 << 27  # per plane, after upsampling (128 megapixels)
+
+
+@dataclass
+class Source:
+    """An Image layer's pixels as 2-D planes, never modified: ``data`` is level 0 (numpy
+    or dask), ``rgb`` puts channels last (RGBA loses its alpha), ``lead`` is the shape of
+    the leading (stack) axes such as ``(t, z)``, ``()`` for one plane."""
+
+    name: str
+    data: Any
+    rgb: bool
+    lead: tuple[int, ...]
+
+    @property
+    def spatial(self) -> tuple[int, int]:
+        """``(H, W)`` of every plane."""
+        return tuple(int(v) for v in self.data.shape[len(self.lead) :][:2])
+
+    @property
+    def n_planes(self) -> int:
+        return math.prod(self.lead)
+
+    def plane(self, index: tuple[int, ...]) -> np.ndarray:
+        """One plane as a numpy array of a dtype :mod:`pkn` accepts."""
+        a = np.asarray(self.data[tuple(index)])
+        if self.rgb:
+            a = a[..., :3]
+        if a.dtype in _NATIVE:
+            return a
+        wide = a.dtype.kind in "iu" and a.dtype.itemsize > 2
+        return a.astype(np.float64 if wide else np.float32)
+
+
+def source_from_layer(layer) -> Source:
+    """Check an Image layer and describe its planes (TypeError/ValueError saying why not)."""
+    require_image(layer)
+    data = layer.data[0] if layer.multiscale else layer.data
+    if np.dtype(data.dtype).kind not in "iuf":
+        raise TypeError(
+            f"layer {layer.name!r} has {data.dtype} pixels; PKN needs intensities "
+            "(integer or float). Convert the layer or choose another one."
+        )
+    n_lead = data.ndim - (3 if layer.rgb else 2)
+    src = Source(layer.name, data, bool(layer.rgb), tuple(int(s) for s in data.shape[:n_lead]))
+    h, w = src.spatial
+    if min(h, w) < 2:
+        raise ValueError(
+            f"layer {layer.name!r} has {h}x{w}-pixel planes; PKN needs at least 2x2 pixels. "
+            "Choose a larger image."
+        )
+    return src
+
+
+def psf_from_layer(layer) -> np.ndarray:
+    """A point-spread function from a 2-D gray Image layer (float32 copy)."""
+    require_image(layer)
+    data = np.asarray(layer.data[0] if layer.multiscale else layer.data)
+    if layer.rgb or data.ndim != 2:
+        raise ValueError(
+            f"a PSF must be a 2-D gray image; layer {layer.name!r} has shape {data.shape}. "
+            "Choose another PSF layer or use a Gaussian blur sigma."
+        )
+    return data.astype(np.float32)
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """A model the plugin offers: ``ref`` is what ``pkn.Restorer(model=...)`` takes."""
+
+    name: str
+    kernel: str
+    task: str
+    params: tuple[str, ...]
+    ref: str
+    description: str = ""
+
+
+@lru_cache(maxsize=1)
+def _shipped() -> tuple[ModelEntry, ...]:
+    from pkn.models.io import list_models, load_model
+    from pkn.models.procedural import get_spec
+
+    out = []
+    for name in list_models():
+        net, _ = load_model(name)  # reads the file's metadata once (cached by pkn)
+        s = get_spec(net.kernel)
+        out.append(ModelEntry(name, net.kernel, s.task, tuple(s.params), name, s.description))
+    return tuple(out)
+
+
+def catalogue() -> list[ModelEntry]:
+    """The shipped models (:func:`pkn.models.io.list_models`) with their kernel and task."""
+    return list(_shipped())
+
+
+def tasks() -> list[str]:
+    """All tasks pkn knows, shipped model or not."""
+    from pkn.models.procedural import TASKS
+
+    return list(TASKS)
+
+
+@dataclass
+class Options:
+    """What to run: as :func:`restore_layer`'s arguments (``model``: a catalogue name)."""
+
+    task: str = "denoise"
+    model: str | None = None
+    noise: Any = None
+    blur: Any = None
+    factor: float | None = None
+    strength: float = 1.0
+    extra: dict | None = None  # added to the provenance (e.g. the PSF layer's name)
+
+
+def resolve(options: Options, source: Source) -> ModelEntry:
+    """The model for ``options``, after checks that say what to change (ValueError)."""
+    o, known = options, tasks()
+    if o.task not in known:
+        raise ValueError(f"task must be one of {known}, got {o.task!r}.")
+    entries = [e for e in catalogue() if e.task == o.task]
+    if not entries:
+        have = sorted({e.task for e in catalogue()})
+        raise ValueError(f"no {o.task} model ships with this napari-pkn; available: {have}.")
+    entry = entries[0]
+    if o.model is not None:
+        entry = next((e for e in entries if o.model in (e.name, e.kernel)), None)
+        if entry is None:
+            names = [e.name for e in entries]
+            raise ValueError(f"no {o.task} model {o.model!r}; choose one of {names}.")
+    if o.task == "deblur" and o.blur is None:
+        raise ValueError("deblurring needs the blur: a Gaussian sigma (px) or a PSF layer.")
+    if o.task == "upsample":
+        f = o.factor
+        if not (isinstance(f, int | float) and math.isfinite(f) and 1 < f <= MAX_FACTOR):
+            raise ValueError(f"the upsampling factor must be in (1, {MAX_FACTOR:g}], got {f!r}.")
+        h, w = source.spatial
+        if round(h * f) * round(w * f) > MAX_OUTPUT_PIXELS:
+            raise ValueError(
+                f"upsampling {h}x{w} by {f:g} gives more than {MAX_OUTPUT_PIXELS >> 20} "
+                "megapixels per plane; choose a smaller factor or crop the image."
+            )
+    s = o.strength
+    if not (isinstance(s, int | float) and math.isfinite(s) and s >= 0):
+        raise ValueError(f"strength must be a finite number >= 0, got {s!r}.")
+    return entry
+
+
+def estimate_noise(plane: np.ndarray, rgb: bool) -> dict:
+    """The noise :class:`pkn.Restorer` would estimate for ``plane`` (its description),
+    from pkn's private ``prepare``/``_noise`` so the widget shows what a run will use."""
+    from pkn.restoration import _noise, prepare
+
+    return _noise(prepare(plane, -1 if rgb else None), None)[1]
+
+
+class Job:
+    """A restoration of one layer's data, plane by plane, kept in memory: ``image`` (the
+    restored stack), ``maps`` (name -> ``lead + (h, w)``, ``+ (C,)`` for RGB) and
+    ``restorers`` (plane index -> :class:`pkn.Restorer` with its cached maps)."""
+
+    def __init__(self, source: Source, options: Options, entry: ModelEntry, layer_name=None):
+        self.source, self.options, self.entry = source, options, entry
+        self.layer_name = layer_name or source.name
+        self.strength = float(options.strength)
+        self.restorers: dict = {}
+        self.infos: dict = {}
+        self.image: np.ndarray | None = None
+        self.maps: dict[str, np.ndarray] = {}
+
+    @property
+    def total(self) -> int:
+        """Number of progress steps: a network pass and a filter run per plane."""
+        return 2 * self.source.n_planes
+
+    def run(self):
+        """Restore every plane: a generator yielding ``(steps_done, total, message)``."""
+        from pkn.restoration import Restorer
+
+        src, o, n = self.source, self.options, self.source.n_planes
+        for k, idx in enumerate(np.ndindex(*src.lead)):
+            where = f"layer {src.name!r}" + (f", plane {idx}" if src.lead else "")
+            try:
+                r = Restorer(
+                    src.plane(idx),
+                    o.task,
+                    kernel=self.entry.kernel,
+                    model=self.entry.ref,
+                    noise=o.noise,
+                    blur=o.blur,
+                    scale=o.factor if o.task == "upsample" else None,
+                    channel_axis=-1 if src.rgb else None,
+                )
+                self.restorers[idx] = r
+                yield 2 * k + 1, self.total, f"plane {k + 1}/{n}: maps predicted"
+                self.store(idx, r.render(self.strength))
+            except (TypeError, ValueError) as e:
+                raise type(e)(f"{where}: {e}") from None
+            yield 2 * k + 2, self.total, f"plane {k + 1}/{n}: filtered"
+
+    def render(self, strength: float, first=None):
+        """Re-run only the filter at ``strength``: yields ``(index, Restoration)``."""
+        for idx in sorted(self.restorers, key=lambda i: i != first):
+            yield idx, self.restorers[idx].render(strength)
+
+    def store(self, index: tuple, res) -> None:
+        """Write one plane's :class:`pkn.Restoration` into :attr:`image` and :attr:`maps`."""
+        lead = self.source.lead
+        if self.image is None:
+            self.image = np.empty(lead + res.image.shape, res.image.dtype)
+            self.maps = {k: np.empty(lead + v.shape, v.dtype) for k, v in res.maps.items()}
+        self.image[index] = res.image
+        for k, v in res.maps.items():
+            self.maps[k][index] = v
+        self.infos[index] = res.info
+
+    def probe(self, index: tuple, pixel: tuple[int, int], channel: int = 0):
+        """The weights the filter used at ``pixel`` of plane ``index`` (a pkn Probe)."""
+        return self.restorers[index].probe(pixel, channel, self.strength)
+
+    def provenance(self) -> dict:
+        """``layer.metadata["pkn"]``: pkn's info plus the input layer and the planes."""
+        planes = list(self.infos)
+        meta = {**self.infos[planes[0]], "strength": self.strength}
+        meta["input_layer"] = self.layer_name
+        meta.update(self.options.extra or {})
+        if self.source.lead:
+            meta["planes"] = len(planes)
+            meta["noise_per_plane"] = [self.infos[i]["noise"] for i in planes]
+        return meta
+
+
+def restore_layer(viewer, layer, task: str = "denoise", kernel: str | None = None, **options):
+    """Restore an Image layer synchronously and add the results to ``viewer``.
+
+    Parameters
+    ----------
+    viewer : napari.Viewer
+    layer : napari.layers.Image or str
+        The input (or its name); it is never modified.
+    task : {"denoise", "deblur", "upsample"}
+    kernel : str, optional
+        A shipped model (its name or kernel, e.g. ``"nlm"``); default: the task's first.
+    **options
+        ``noise`` (None = estimated, a sigma, or ``(a, b)``), ``blur`` (a Gaussian sigma,
+        ``(sigma_y, sigma_x, rho)``, a 2-D array or an Image layer holding the PSF),
+        ``factor`` (upsampling), ``strength`` (default 1), ``maps`` (default True: the
+        map layers are visible).
+
+    Returns
+    -------
+    list of napari.layers.Layer
+        The restored image, one layer per parameter map, and orientation glyphs for
+        kernels with a covariance; provenance in each ``metadata["pkn"]``.
+
+    Raises
+    ------
+    TypeError, ValueError
+        Not an Image layer, or settings that cannot work (the message says what to do).
+    """
+    from napari.layers import Layer
+
+    if isinstance(layer, str):
+        if layer not in viewer.layers:
+            raise ValueError(f"no layer named {layer!r} in this viewer.")
+        layer = viewer.layers[layer]
+    show_maps = bool(options.pop("maps", True))
+    unknown = set(options) - {"noise", "blur", "factor", "strength"}
+    if unknown:
+        raise TypeError(f"unknown options {sorted(unknown)}; see help(restore_layer).")
+    source = source_from_layer(layer)
+    extra = None
+    if isinstance(options.get("blur"), Layer):
+        extra = {"psf_layer": options["blur"].name}
+        options["blur"] = psf_from_layer(options["blur"])
+    opts = Options(task, kernel, extra=extra, **options)
+    job = Job(source, opts, resolve(opts, source), layer.name)
+    for _ in job.run():
+        pass
+    return put_layers(viewer, result_specs(layer, job, show_maps))

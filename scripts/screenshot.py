@@ -1,0 +1,78 @@
+"""Make docs/screenshot.png: napari with the PKN widget on the fluorescence sample.
+
+Run under a display (a virtual one works):
+
+    xvfb-run -a -s "-screen 0 1600x1200x24" .venv/bin/python scripts/screenshot.py
+
+Restores the noisy sample and shows, in napari's grid mode (all cells share the same world
+coordinates and camera), the noisy input, the restored image, the NLM sigma map and the
+clean reference, each cell labelled with its layer name, the sigma map with a colorbar;
+probes one pixel (its weights are reported in the widget), and saves
+``viewer.screenshot(canvas_only=False)`` (the whole window).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+OUT = REPO / "docs" / "screenshot.png"
+PROBE = (118, 140)  # (row, col) of a pixel on a bright cell edge
+
+
+def _wait(app, until, timeout: float = 120.0) -> None:
+    t0 = time.perf_counter()
+    while not until():
+        if time.perf_counter() - t0 > timeout:
+            raise TimeoutError("the restoration did not finish in time")
+        app.processEvents()
+        time.sleep(0.02)
+
+
+def main(out: Path = OUT) -> Path:
+    import napari
+    from qtpy.QtCore import Qt
+    from qtpy.QtWidgets import QApplication
+
+    from napari_pkn._launch import open_viewer
+
+    viewer, widget = open_viewer(run=False, show=True)
+    app = QApplication.instance()
+    qt_window = viewer.window._qt_window
+    qt_window.resize(1600, 1000)
+    dock = viewer.window._qt_viewer.dockLayerList
+    qt_window.resizeDocks([dock], [380], Qt.Orientation.Horizontal)
+    widget.form.strength.setValue(1.0)
+    widget.form.show_maps.setChecked(True)
+    widget.run()
+    _wait(app, lambda: not widget.busy)
+    widget.probe.enabled.setChecked(True)
+    widget.probe.probe((), PROBE)
+    layers = viewer.layers
+    layers.remove(layers[-1])  # the probe patch: its numbers stay in the widget
+    clean = layers["fluorescence (clean reference)"]
+    clean.visible = True
+    layers.move(layers.index(clean), len(layers))
+    viewer.grid.enabled = True
+    viewer.grid.shape = (2, 2)
+    for layer in layers:  # each grid cell is labelled with its layer's name
+        layer.name_overlay.visible = True
+    sigma = layers[-2]
+    sigma.colorbar.visible = True  # sigma in the image's intensity units
+    layers.selection.active = sigma  # its layer controls are shown
+    viewer.reset_view()
+    viewer.camera.zoom *= 0.88  # room for the colorbar beside the map
+    for _ in range(25):
+        app.processEvents()
+        time.sleep(0.02)
+    image = viewer.screenshot(path=str(out), canvas_only=False)
+    print(f"wrote {out} ({image.shape[1]}x{image.shape[0]})")
+    viewer.close()
+    napari.Viewer.close_all()
+    return out
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]) if len(sys.argv) > 1 else OUT)

@@ -1,0 +1,387 @@
+"""The PKN restoration dock widget, end to end in a napari viewer (run under Xvfb).
+
+Every shipped model runs on both samples. Kernels that do not ship yet (their tasks
+included: deblur, upsample) run as untrained stand-in models written to a temporary
+directory and added to the widget's catalogue, so the generic code paths (covariance
+glyphs, PSFs, upsampling geometry) are exercised today. Images are cropped to <= 128 px.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+import torch
+
+import napari_pkn
+import napari_pkn._scripting as eng
+from napari_pkn._qt import _settings
+from napari_pkn._sample_data import fluorescence_sample, natural_sample
+from napari_pkn._widget import PKNWidget
+from pkn.models.io import list_models, load_model, save_model
+from pkn.models.pkn_model import PKNModel
+from pkn.models.procedural import get_spec
+
+pytestmark = pytest.mark.gui
+
+SHIPPED = {n: load_model(n)[0].kernel for n in list_models()}
+STAND_INS = [k for k in ("anisotropic", "polyblur", "rbf") if k not in SHIPPED.values()]
+GEOMETRY = {"scale": (0.5, 0.25), "translate": (10.0, -3.0), "units": ("um", "um")}
+SAMPLES = {"fluorescence": fluorescence_sample, "natural": natural_sample}
+TIMEOUT = 30_000
+
+
+@pytest.fixture(scope="session")
+def stand_ins(tmp_path_factory) -> list[eng.ModelEntry]:
+    """Untrained models (small random heads, so the maps vary) for unshipped kernels."""
+    root = tmp_path_factory.mktemp("models")
+    torch.manual_seed(0)
+    out = []
+    for k in STAND_INS:
+        model = PKNModel(k, widths=(4, 4, 4))
+        with torch.no_grad():
+            model.net.head.weight.normal_(0.0, 0.5)
+        path = save_model(model, root / f"{k}.safetensors", {"stand_in": True})
+        spec = get_spec(k)
+        out.append(eng.ModelEntry(k, k, spec.task, spec.params, str(path), spec.description))
+    return out
+
+
+@pytest.fixture(autouse=True)
+def _settings_in_tmp(tmp_path, monkeypatch):
+    monkeypatch.setenv(_settings.ENV, str(tmp_path / "config"))
+
+
+@pytest.fixture
+def all_models(monkeypatch, stand_ins):
+    shipped = eng.catalogue()
+    monkeypatch.setattr(eng, "catalogue", lambda: shipped + stand_ins)
+    return shipped + stand_ins
+
+
+@pytest.fixture
+def notes():
+    """napari notifications shown during the test."""
+    from napari.utils.notifications import notification_manager
+
+    got = []
+    notification_manager.notification_ready.connect(got.append)
+    yield got
+    notification_manager.notification_ready.disconnect(got.append)
+
+
+@pytest.fixture
+def viewer_widget(make_napari_viewer):
+    viewer = make_napari_viewer()
+    widget = PKNWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="PKN restoration")
+    return viewer, widget
+
+
+def wait(qtbot, widget):
+    qtbot.waitUntil(lambda: not widget.busy and not widget._timer.isActive(), timeout=TIMEOUT)
+
+
+def select(widget, layer=None, task=None, model=None):
+    if layer is not None:
+        widget.layer.setCurrentText(layer.name)
+    if task is not None:
+        widget.form.task.setCurrentIndex(widget.form.task.findData(task))
+    if model is not None:
+        widget.form.kernel.setCurrentIndex(widget.form.kernel.findData(model))
+
+
+def snapshot(layer) -> dict:
+    return {
+        "data": np.array(layer.data, copy=True),
+        "name": layer.name,
+        "scale": tuple(layer.scale),
+        "translate": tuple(layer.translate),
+        "metadata": repr(layer.metadata),
+        "contrast_limits": tuple(layer.contrast_limits),
+    }
+
+
+def assert_unchanged(layer, before: dict):
+    after = snapshot(layer)
+    np.testing.assert_array_equal(after.pop("data"), before.pop("data"))
+    assert after == before
+
+
+def world(layer, index) -> np.ndarray:
+    return np.asarray(layer.data_to_world(np.asarray(index, float)))
+
+
+def check_maps(viewer, layer, entry, show=True):
+    """One map layer per parameter, overlaying the input pixel for pixel."""
+    h, w = layer.data.shape[-2:]
+    maps = [viewer.layers[f"{layer.name} [PKN {entry.name}] {p}"] for p in entry.params]
+    for p, m in zip(entry.params, maps, strict=True):
+        assert m.data.shape == ((h + 1) // 2, (w + 1) // 2)
+        np.testing.assert_allclose(m.scale, 2 * np.asarray(layer.scale))
+        np.testing.assert_allclose(m.translate, np.asarray(layer.translate) + 0.5 * layer.scale)
+        for ij in [(0, 0), (3, 5)]:  # map pixel (i, j) centre = input pixel (2i+.5, 2j+.5)
+            np.testing.assert_allclose(world(m, ij), world(layer, 2 * np.array(ij) + 0.5))
+        assert m.visible == show and m.metadata["pkn"]["parameter"] == p
+        lo, hi = m.contrast_limits
+        if p == "rho":
+            assert m.colormap.name == "coolwarm" and (lo, hi) == (-1, 1)
+        elif p in "bcd":
+            assert m.colormap.name == "PiYG" and lo == -hi
+        else:
+            assert m.colormap.name in ("magma", "viridis") and lo == 0 < hi
+    return maps
+
+
+CASES = [(s, n) for s in SAMPLES for n in SHIPPED] + [("fluorescence", k) for k in STAND_INS]
+
+
+@pytest.mark.parametrize(("sample", "model"), CASES)
+def test_end_to_end(all_models, viewer_widget, qtbot, sample, model):
+    viewer, widget = viewer_widget
+    _, noisy = SAMPLES[sample]()
+    data = noisy[0][100:228, 150:251] if sample == "natural" else noisy[0][64:160, 64:160]
+    layer = viewer.add_image(data, name="cells", **GEOMETRY)
+    before = snapshot(layer)
+    entry = next(e for e in all_models if e.name == model)
+    select(widget, layer, entry.task, model)
+    widget.form.blur_sigma.setValue(1.2)
+    widget.form.factor.setValue(1.5)
+    widget.form.show_maps.setChecked(True)
+    widget.run()
+    assert widget.busy
+    wait(qtbot, widget)
+    assert_unchanged(layer, before)
+    out = viewer.layers[f"cells [PKN {model}]"]
+    assert widget.outputs[0] is out and widget.progress.value() == widget.progress.maximum()
+    meta = out.metadata["pkn"]
+    assert meta["input_layer"] == "cells" and meta["kernel"] == entry.kernel
+    assert meta["task"] == entry.task and meta["strength"] == 1.0
+    assert {"model", "model_sha256", "noise", "pkn_version"} <= set(meta)
+    assert tuple(str(u) for u in out.units) == ("micrometer", "micrometer")
+    h, w = data.shape
+    if entry.task == "upsample":
+        ho, wo = round(h * 1.5), round(w * 1.5)
+        assert out.data.shape == (ho, wo)
+        np.testing.assert_allclose(out.scale, np.asarray(layer.scale) * (h / ho, w / wo))
+        for ij in [(0, 0), (7, 11)]:  # align_corners=False: same pixel centres
+            src = (np.asarray(ij) + 0.5) * (h / ho, w / wo) - 0.5
+            np.testing.assert_allclose(world(out, ij), world(layer, src))
+    else:
+        assert out.data.shape == data.shape
+        np.testing.assert_allclose(out.scale, layer.scale)
+        np.testing.assert_allclose(out.translate, layer.translate)
+        pr = widget.probe.probe((), (20, 30))
+        probe = viewer.layers[f"cells [PKN {model}] probe"]
+        np.testing.assert_allclose(world(probe, (0, 0)), world(layer, pr.origin))
+        assert probe.metadata["pkn"]["probe"]["sum"] == pytest.approx(pr.sum)
+        assert "sum of weights" in widget.probe.info.text()
+        if entry.task == "denoise":
+            assert pr.sum == pytest.approx(1, abs=1e-5) and pr.min >= -1e-7
+    maps = check_maps(viewer, layer, entry)
+    for m in maps:
+        assert m.metadata["pkn"]["model_sha256"] == meta["model_sha256"]
+    if "rho" in entry.params:
+        vec = viewer.layers[f"cells [PKN {model}] orientation"]
+        assert vec.data.shape[1:] == (2, 2) and len(vec.data) > 0
+        assert set(vec.features.columns) >= {"elongation", "sigma_major"}
+        np.testing.assert_allclose(vec.scale, layer.scale)
+
+
+def test_rgb_and_stacks(viewer_widget, qtbot):
+    viewer, widget = viewer_widget
+    noisy = fluorescence_sample()[1][0][:48, :40]
+    rgb = viewer.add_image(np.stack([noisy, noisy[::-1], noisy[:, ::-1]], -1), name="rgb")
+    assert rgb.rgb
+    select(widget, rgb)
+    widget.form.show_maps.setChecked(True)
+    widget.run()
+    wait(qtbot, widget)
+    out = viewer.layers["rgb [PKN nlm]"]
+    assert out.rgb and out.data.shape == (48, 40, 3)
+    sigma = viewer.layers["rgb [PKN nlm] sigma"]
+    assert sigma.data.shape == (3, 24, 20) and sigma.axis_labels[0] == "channel"
+    np.testing.assert_allclose(world(sigma, (1, 2, 3))[-2:], world(rgb, (4.5, 6.5)))
+    assert widget.probe.probe((), (10, 10), channel=2).sum == pytest.approx(1, abs=1e-5)
+
+    stack = np.stack([noisy[:32, :32] + i for i in range(6)]).reshape(2, 3, 32, 32)
+    tz = viewer.add_image(stack, name="tz", scale=(3, 2, 1, 1))
+    select(widget, tz)
+    steps = []
+    widget.progress.valueChanged.connect(steps.append)
+    widget.run()
+    wait(qtbot, widget)
+    assert steps == list(range(13))  # a network pass and a filter run per plane
+    out = viewer.layers["tz [PKN nlm]"]
+    assert out.data.shape == stack.shape and out.metadata["pkn"]["planes"] == 6
+    assert len(out.metadata["pkn"]["noise_per_plane"]) == 6
+    sigma = viewer.layers["tz [PKN nlm] sigma"]
+    assert sigma.data.shape == (2, 3, 16, 16)
+    np.testing.assert_allclose(sigma.scale, (3, 2, 2, 2))
+    pr = widget.probe.probe((1, 2), (5, 6))
+    probe = viewer.layers["tz [PKN nlm] probe"]
+    assert probe.data.shape[:2] == (1, 1)
+    np.testing.assert_allclose(world(probe, (0, 0, 0, 0)), world(tz, (1, 2, *pr.origin)))
+
+
+def test_cancel_stops_a_long_run(viewer_widget, qtbot, monkeypatch):
+    viewer, widget = viewer_widget
+    calls = count_network(monkeypatch)
+    stack = np.random.default_rng(0).random((20, 128, 128), dtype=np.float32)
+    viewer.add_image(stack, name="long")
+    n_layers = len(viewer.layers)
+    cancelled = []
+    widget.progress.valueChanged.connect(
+        lambda v: v > 0 and not cancelled and cancelled.append(widget.cancel())
+    )
+    widget.run()
+    qtbot.waitUntil(lambda: bool(cancelled), timeout=TIMEOUT)
+    t0 = time.perf_counter()
+    wait(qtbot, widget)
+    assert time.perf_counter() - t0 < 2.0  # stops at the next step: well within a second
+    assert len(viewer.layers) == n_layers and calls[0] < 5
+    assert "cancelled" in widget.status.text() and widget.run_button.isEnabled()
+
+
+def count_network(monkeypatch) -> list[int]:
+    calls = [0]
+    original = PKNModel.predict_maps
+
+    def counting(self, *args, **kwargs):
+        calls[0] += 1
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(PKNModel, "predict_maps", counting)
+    return calls
+
+
+def test_strength_reuses_maps_and_layers(viewer_widget, qtbot, monkeypatch):
+    viewer, widget = viewer_widget
+    calls = count_network(monkeypatch)
+    noisy = fluorescence_sample()[1][0][:96, :96]
+    layer = viewer.add_image(noisy, name="cells")
+    widget.run()
+    wait(qtbot, widget)
+    assert calls[0] == 1
+    out, sigma = widget.outputs
+    names, data_id, first = [ly.name for ly in viewer.layers], id(out.data), out.data.copy()
+    s1 = sigma.data.copy()
+    for s in (0.3, 0.6, 0.0):  # quick moves are debounced into one filter run
+        widget.form.strength.setValue(s)
+    wait(qtbot, widget)
+    assert calls[0] == 1, "a strength change must not run the network"
+    assert [ly.name for ly in viewer.layers] == names and id(out.data) == data_id
+    np.testing.assert_allclose(out.data, layer.data, atol=1e-3)  # strength 0: identity
+    assert np.all(sigma.data == 0) and out.metadata["pkn"]["strength"] == 0.0
+    widget.form.strength.setValue(1.0)
+    wait(qtbot, widget)
+    np.testing.assert_allclose(out.data, first, rtol=1e-5)
+    np.testing.assert_allclose(sigma.data, s1, rtol=1e-5)
+    assert calls[0] == 1 and "no network" in widget.status.text()
+
+
+def test_bad_input_notifies_and_adds_nothing(all_models, viewer_widget, qtbot, notes, monkeypatch):
+    viewer, widget = viewer_widget
+    monkeypatch.setattr(eng, "MAX_OUTPUT_PIXELS", 1000)
+    viewer.add_labels(np.zeros((16, 16), int), name="labels")
+    viewer.add_points([[1, 1]], name="points")
+    viewer.add_shapes([[[0, 0], [5, 5], [0, 5]]], shape_type="polygon", name="shapes")
+    assert widget.layer.count() == 0  # only Image layers are offered
+    widget.run()
+    assert "open one" in notes[-1].message and notes[-1].severity == "error"
+    nan = viewer.add_image(np.full((16, 16), np.nan, np.float32), name="nan")
+    dot = viewer.add_image(np.ones((1, 1)), name="dot")
+    viewer.add_image(np.ones((3, 4, 4)), name="psf3d")
+    ok = viewer.add_image(np.ones((32, 32), np.float32), name="ok")
+    assert widget.layer.count() == 4
+    widget.form.blur_sigma.setValue(2.0)
+    cases = [  # (layer, task, PSF from a layer, what the message says)
+        (nan, "denoise", False, "NaN"),
+        (dot, "denoise", False, "at least 2x2"),
+        (nan, "deblur", True, "PSF must be a 2-D gray image"),
+        (nan, "deblur", False, "NaN"),
+        (ok, "upsample", False, "choose a smaller factor"),
+    ]
+    for layer, task, psf, hint in cases:
+        notes.clear()
+        n = len(viewer.layers)
+        select(widget, layer, task)
+        widget.form.blur_mode.setCurrentIndex(int(psf))
+        widget.form.psf_layer.setCurrentText("psf3d")
+        widget.run()
+        wait(qtbot, widget)
+        errors = [x.message for x in notes if x.severity == "error"]
+        assert errors and hint in errors[-1], (hint, errors)
+        assert len(viewer.layers) == n
+    assert not [ly for ly in viewer.layers if "PKN" in ly.name]
+
+
+def test_settings_persist(viewer_widget, tmp_path):
+    viewer, widget = viewer_widget
+    viewer.add_image(np.random.default_rng(1).random((32, 32), dtype=np.float32), name="r")
+    f = widget.form
+    f.noise_mode.setCurrentIndex(f.noise_mode.findData("gaussian"))
+    f.sigma.setValue(0.123)
+    f.strength.setValue(1.7)
+    f.show_maps.setChecked(True)
+    _settings.save(f.state())
+    assert _settings.settings_file().parent == tmp_path / "config"
+    again = PKNWidget(viewer)
+    assert again.form.noise_mode.currentData() == "gaussian"
+    assert again.form.sigma.value() == pytest.approx(0.123)
+    assert again.form.strength.value() == pytest.approx(1.7) and again.form.show_maps.isChecked()
+    again.deleteLater()
+
+
+def test_maps_checkbox_probe_click_and_menu(viewer_widget, qtbot):
+    viewer, widget = viewer_widget
+    layer = viewer.add_image(fluorescence_sample()[1][0][:64, :64], name="cells")
+    widget.form.show_maps.setChecked(False)
+    widget.run()
+    wait(qtbot, widget)
+    sigma = viewer.layers["cells [PKN nlm] sigma"]
+    assert not sigma.visible
+    widget.form.show_maps.setChecked(True)
+    assert sigma.visible
+
+    widget.probe.enabled.setChecked(True)
+    callback = widget.probe.on_mouse
+    assert callback in viewer.mouse_drag_callbacks
+
+    class Event:  # a click: press then release at the same place
+        button, type, position = 1, "mouse_press", tuple(world(layer, (12, 34)))
+
+    gen = callback(viewer, Event)
+    next(gen)
+    Event.type = "mouse_release"
+    with pytest.raises(StopIteration):
+        next(gen)
+    probe = viewer.layers["cells [PKN nlm] probe"]
+    assert probe.metadata["pkn"]["probe"]["pixel"] == [12, 34]
+    widget.probe.enabled.setChecked(False)
+    assert callback not in viewer.mouse_drag_callbacks
+
+    _, plugin_widget = viewer.window.add_plugin_dock_widget("napari-pkn", "PKN restoration")
+    assert isinstance(plugin_widget, PKNWidget)
+    assert [widget.form.kernel.itemText(i) for i in range(widget.form.kernel.count())] == [
+        e.name for e in eng.catalogue() if e.task == "denoise"
+    ]
+
+
+def test_deblur_with_a_psf_layer(all_models, viewer_widget, qtbot):
+    viewer, widget = viewer_widget
+    model = next(e.name for e in all_models if e.task == "deblur")
+    yy, xx = np.mgrid[-3:4, -3:4]
+    psf = viewer.add_image(np.exp(-(yy**2 + xx**2) / 2.0).astype(np.float32), name="psf")
+    layer = viewer.add_image(fluorescence_sample()[1][0][:64, :64], name="cells")
+    select(widget, layer, "deblur", model)
+    widget.form.blur_mode.setCurrentIndex(widget.form.blur_mode.findData("psf"))
+    widget.form.psf_layer.setCurrentText("psf")
+    widget.run()
+    wait(qtbot, widget)
+    meta = widget.outputs[0].metadata["pkn"]
+    assert meta["psf_layer"] == "psf" and meta["blur"] == "psf array"
+    added = napari_pkn.restore_layer(viewer, "cells", "deblur", blur=psf, maps=False)
+    assert added[0] is viewer.layers[f"cells [PKN {model}]"] and not added[1].visible
+    assert added[0].metadata["pkn"]["psf_layer"] == "psf"

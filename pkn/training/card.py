@@ -17,7 +17,7 @@ def _resources() -> Path:
     return Path(__file__).resolve().parents[2] / "resources"
 
 
-def write_card(model_file: Path, name: str, metrics_md: str = "") -> Path:
+def write_card(model_file: Path, name: str, metrics_md: str = "", source: str = "runs/...") -> Path:
     """Write ``resources/NAME.md`` for the shipped ``model_file``; returns its path."""
     model, info = load_model(model_file)
     train = info["info"].get("training", {})
@@ -67,7 +67,7 @@ def write_card(model_file: Path, name: str, metrics_md: str = "") -> Path:
         "",
         "```bash",
         cfg.get("command") or "(command not recorded)",
-        f"python -m pkn ship runs/... --name {name}",
+        f"python -m pkn ship {source} --name {name}",
         "```",
         "",
         "Training is seeded and deterministic on one machine; across machines and torch "
@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     dst = _resources() / f"{a.name}.safetensors"
     shutil.copyfile(src, dst)
     md = Path(a.metrics).read_text() if a.metrics else ""
-    card = write_card(dst, a.name, md)
+    card = write_card(dst, a.name, md, source=a.model)
     print(f"shipped {dst} ({dst.stat().st_size / 1024:.1f} kB) with card {card}")
     print(json.dumps({"sha256": file_sha256(dst)}))
     return 0

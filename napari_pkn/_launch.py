@@ -1,13 +1,15 @@
 """Open napari with the PKN restoration widget docked on the fluorescence sample.
 
-Usage: ``python -m napari_pkn._launch`` (add ``--run`` to restore it straight away).
+Usage: ``python -m napari_pkn._launch`` (add ``--run`` to restore it straight away;
+``--screenshot PATH`` runs it, saves a screenshot of the whole window and quits, which is
+how the main job is checked on a machine without a screen, under ``xvfb-run``).
 """
 
 from __future__ import annotations
 
 import argparse
 
-__all__ = ["main", "open_viewer"]
+__all__ = ["arrange", "main", "open_viewer"]
 
 
 def open_viewer(run: bool = False, show: bool = True):
@@ -20,6 +22,7 @@ def open_viewer(run: bool = False, show: bool = True):
     import napari
 
     viewer = napari.Viewer(title="napari-pkn: PKN restoration", show=show)
+    viewer.window._qt_window.resize(1600, 1000)
     viewer.open_sample("napari-pkn", "fluorescence")
     _, widget = viewer.window.add_plugin_dock_widget("napari-pkn", "PKN restoration")
     widget.layer.setCurrentText("fluorescence (noisy)")
@@ -28,15 +31,47 @@ def open_viewer(run: bool = False, show: bool = True):
     return viewer, widget
 
 
+def arrange(viewer) -> None:
+    """Side by side in napari's grid: noisy, restored, parameter map(s), clean reference."""
+    names = [layer.name for layer in viewer.layers]
+    clean = next((n for n in names if "clean" in n), None)
+    if clean is not None:
+        viewer.layers[clean].visible = True
+        viewer.layers.move(viewer.layers.index(clean), len(viewer.layers))
+    for layer in viewer.layers:
+        layer.name_overlay.visible = True
+    viewer.grid.enabled = True
+    viewer.reset_view()
+
+
 def main(argv: list[str] | None = None) -> None:
     """Command-line entry point: open the viewer and start napari's event loop."""
     parser = argparse.ArgumentParser(prog="python -m napari_pkn._launch", description=__doc__)
     parser.add_argument("--run", action="store_true", help="restore the sample right away")
+    parser.add_argument("--screenshot", metavar="PATH", help="run, save a screenshot, quit")
     args = parser.parse_args(argv)
     import napari
 
-    open_viewer(run=args.run)
+    viewer, widget = open_viewer(run=args.run or bool(args.screenshot))
+    if args.run or args.screenshot:
+        from qtpy.QtCore import QTimer
+
+        def done():
+            if widget.busy:
+                QTimer.singleShot(200, done)
+                return
+            arrange(viewer)
+            if args.screenshot:
+                QTimer.singleShot(500, lambda: shoot(viewer, args.screenshot))
+
+        QTimer.singleShot(500, done)
     napari.run()
+
+
+def shoot(viewer, path: str) -> None:
+    viewer.screenshot(path, canvas_only=False)
+    print(f"restored the sample; screenshot of the window written to {path}")
+    viewer.close()
 
 
 if __name__ == "__main__":

@@ -172,11 +172,11 @@ def resolve(options: Options, source: Source) -> ModelEntry:
 
 
 def estimate_noise(plane: np.ndarray, rgb: bool) -> dict:
-    """The noise :class:`pkn.Restorer` would estimate for ``plane`` (its description),
-    from pkn's private ``prepare``/``_noise`` so the widget shows what a run will use."""
-    from pkn.restoration import _noise, prepare
+    """The noise :class:`pkn.Restorer` would estimate for ``plane`` (its description), so
+    the widget shows what a run will use."""
+    from pkn.restoration import estimate_noise
 
-    return _noise(prepare(plane, -1 if rgb else None), None)[1]
+    return estimate_noise(plane, -1 if rgb else None)
 
 
 class Job:

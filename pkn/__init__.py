@@ -10,12 +10,21 @@ import importlib
 
 from ._version import __version__
 
-__all__ = ["Restoration", "Restorer", "__version__", "kernels", "restore", "samples"]
+__all__ = [
+    "Restoration",
+    "Restorer",
+    "__version__",
+    "estimate_noise",
+    "kernels",
+    "restore",
+    "samples",
+]
 
 _LAZY = {
     "restore": ("pkn.restoration", "restore"),
     "Restoration": ("pkn.restoration", "Restoration"),
     "Restorer": ("pkn.restoration", "Restorer"),
+    "estimate_noise": ("pkn.restoration", "estimate_noise"),
     "kernels": ("pkn.kernels", None),
     "samples": ("pkn.samples", None),
 }

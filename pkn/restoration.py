@@ -11,7 +11,7 @@ from ._version import __version__
 from .models.procedural import TASKS, get_spec
 from .noise import estimate_awgn, estimate_poisson_gaussian, noise_std_map
 
-__all__ = ["Restoration", "Restorer", "prepare", "restore"]
+__all__ = ["Restoration", "Restorer", "estimate_noise", "prepare", "restore"]
 
 _DTYPES = (np.uint8, np.uint16, np.float32, np.float64)
 _KERNEL_TASK = {
@@ -103,7 +103,7 @@ def _noise(p: Prepared, noise):
     if noise is None or (isinstance(noise, str) and noise == "auto"):
         a, b = estimate_poisson_gaussian(x)
         mean = float(x.mean())
-        if a * max(mean, 1e-3) < 0.25 * max(b, 0.0):  # signal-dependent part negligible
+        if a * max(mean, 1e-3) <= 0.25 * max(b, 0.0):  # signal-dependent part negligible
             s = [estimate_awgn(x[c]) for c in range(x.shape[0])]
             desc = {
                 "model": "awgn",
@@ -138,6 +138,16 @@ def _noise(p: Prepared, noise):
         raise ValueError(f"noise sigma must be a finite number >= 0, got {noise!r}.")
     desc = {"model": "awgn", "sigma": s, "estimated": False}
     return noise_std_map(x, s / p.scale), desc
+
+
+def estimate_noise(image, channel_axis: int | None = None) -> dict:
+    """The noise model :func:`restore` would use for ``image`` with ``noise=None``.
+
+    Returns the same description as ``Restoration.info["noise"]``: ``{"model": "awgn",
+    "sigma": [per channel], ...}`` or ``{"model": "poisson-gaussian", "a": ..., "b": ...}``,
+    in the input's units, with how it was estimated.
+    """
+    return _noise(prepare(image, channel_axis), None)[1]
 
 
 class Restorer:

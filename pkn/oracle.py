@@ -58,6 +58,25 @@ def _mse(y, clean):
     return (y - clean).square().mean()
 
 
+def _descend(spec, raw0, noisy, clean, noise_half, iters, lr, filter_kw) -> OracleResult:
+    """Adam on the raw parameters from ``raw0``; returns the best iterate seen."""
+    raw = raw0.detach().clone().requires_grad_(True)
+    opt = torch.optim.Adam([raw], lr=lr)
+    best_raw, best_loss = raw.detach().clone(), float("inf")
+    for _ in range(iters + 1):
+        loss = _mse(run_filter(spec, noisy, spec.to_params(raw, noise_half), **filter_kw), clean)
+        lv = float(loss.detach())
+        if lv < best_loss:
+            best_loss, best_raw = lv, raw.detach().clone()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        maps = spec.to_params(best_raw, noise_half)
+        y = run_filter(spec, noisy, maps, **filter_kw)
+    return OracleResult(y, maps, float(psnr(y.reshape(1, -1), clean.reshape(1, -1))))
+
+
 def global_optimum(
     kernel: str,
     noisy: torch.Tensor,
@@ -94,21 +113,7 @@ def global_optimum(
                 _mse(run_filter(spec, noisy, spec.to_params(raw, nh), **filter_kw), clean)
             ),
         )
-    raw = best.clone().requires_grad_(True)
-    opt = torch.optim.Adam([raw], lr=lr)
-    best_raw, best_loss = best.clone(), float("inf")
-    for _ in range(iters + 1):
-        loss = _mse(run_filter(spec, noisy, spec.to_params(raw, nh), **filter_kw), clean)
-        lv = float(loss.detach())
-        if lv < best_loss:
-            best_loss, best_raw = lv, raw.detach().clone()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    with torch.no_grad():
-        maps = spec.to_params(best_raw, nh)
-        y = run_filter(spec, noisy, maps, **filter_kw)
-    return OracleResult(y, maps, float(psnr(y.reshape(1, -1), clean.reshape(1, -1))))
+    return _descend(spec, best, noisy, clean, nh, iters, lr, filter_kw)
 
 
 def local_oracle(
@@ -135,18 +140,5 @@ def local_oracle(
     h2, w2 = (H + 1) // 2, (W + 1) // 2
     nh_full = nh.expand(C, 1, h2, w2) if nh.shape[-2:] == (1, 1) else nh
     start = {k: v.expand(C, 1, h2, w2) for k, v in init.maps.items()}
-    raw = spec.from_params(start, nh_full).detach().clone().requires_grad_(True)
-    opt = torch.optim.Adam([raw], lr=lr)
-    best_raw, best_loss = raw.detach().clone(), float("inf")
-    for _ in range(iters + 1):
-        loss = _mse(run_filter(spec, noisy, spec.to_params(raw, nh_full), **filter_kw), clean)
-        lv = float(loss.detach())
-        if lv < best_loss:
-            best_loss, best_raw = lv, raw.detach().clone()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    with torch.no_grad():
-        maps = spec.to_params(best_raw, nh_full)
-        y = run_filter(spec, noisy, maps, **filter_kw)
-    return OracleResult(y, maps, float(psnr(y.reshape(1, -1), clean.reshape(1, -1))))
+    raw0 = spec.from_params(start, nh_full)
+    return _descend(spec, raw0, noisy, clean, nh_full, iters, lr, filter_kw)

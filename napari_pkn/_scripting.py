@@ -147,7 +147,10 @@ def resolve(options: Options, source: Source) -> ModelEntry:
     if not entries:
         have = sorted({e.task for e in catalogue()})
         raise ValueError(f"no {o.task} model ships with this napari-pkn; available: {have}.")
-    entry = entries[0]
+    from pkn.models.procedural import TASKS
+
+    default = TASKS[o.task]  # the task's default kernel (denoise: nlm), else the first
+    entry = next((e for e in entries if default in (e.name, e.kernel)), entries[0])
     if o.model is not None:
         entry = next((e for e in entries if o.model in (e.name, e.kernel)), None)
         if entry is None:

@@ -130,7 +130,11 @@ class OptionsForm(QWidget):
                 self.kernel.setItemData(
                     self.kernel.count() - 1, e.description, Qt.ItemDataRole.ToolTipRole
                 )
+        from pkn.models.procedural import TASKS  # the task's default kernel (denoise: nlm)
+
         i = self.kernel.findData(current)
+        if i < 0:
+            i = self.kernel.findData(TASKS.get(self.task.currentData()))
         if i >= 0:
             self.kernel.setCurrentIndex(i)
         self.update_rows()

@@ -87,7 +87,9 @@ def prepare(image, channel_axis: int | None = None, *, device=None) -> Prepared:
         raise ValueError("image contains NaN or Inf values; replace them first.")
     out_dtype = np.float64 if a.dtype == np.float64 else np.float32
     work = a.astype(np.float64 if out_dtype is np.float64 else np.float32)
-    lo, hi = (float(v) for v in np.percentile(work, [0.1, 99.9]))
+    # robust range from a regular subsample (at most ~1 M values): as good, much faster
+    step = max(1, int(np.sqrt(work[0].size / 1e6)))
+    lo, hi = (float(v) for v in np.percentile(work[:, ::step, ::step], [0.1, 99.9]))
     if not hi > lo:
         lo, hi = float(work.min()), float(work.max())
     scale = hi - lo if hi > lo else 1.0
@@ -207,7 +209,7 @@ class Restorer:
         if task == "upsample":
             self.filter_kw["size"] = (max(1, round(H * scale)), max(1, round(W * scale)))
         x = self.p.x
-        guide = x.mean(0, keepdim=True).expand_as(x) if self.net.guided else None
+        guide = x.mean(0, keepdim=True).expand_as(x) if self.net.guided and len(x) > 1 else None
         with torch.no_grad():
             self.maps = self.net.predict_maps(x, self.noise_std, guide)  # half resolution
 

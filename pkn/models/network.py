@@ -36,8 +36,8 @@ def input_features(
     ``guide`` (for colour images the mean of all noisy channels, whose noise is lower;
     for gray images the image itself) channel 2 is the guide normalised like channel 0.
     """
-    s = noise_std.clamp_min(_NOISE_FLOOR).expand_as(x)  # (B, 1, H, W)
-    feats = [(x - x.mean(dim=(-2, -1), keepdim=True)) / s, torch.log(s)]
+    s = noise_std.clamp_min(_NOISE_FLOOR)  # (B, 1, 1|H, 1|W): log before expanding
+    feats = [(x - x.mean(dim=(-2, -1), keepdim=True)) / s, torch.log(s).expand_as(x)]
     if guide is not None:
         feats.append((guide - guide.mean(dim=(-2, -1), keepdim=True)) / s)
     return torch.cat(feats, dim=1)

@@ -23,10 +23,10 @@ _RHO_MAX = 1.0 - 1e-6  # keeps 1 / (1 - rho^2) finite: rho -> +-1 never gives Na
 # Exponents are taken relative to the nearest pixel's (its weight is then 1) where that one
 # is surely >= -30 in a whole band of rows; otherwise relative to the exact per-pixel max.
 _FAST_SHIFT = 30.0
-# Weights come from products (2 exps per window column, not 2R) where every exponent of the
-# window is surely >= -50: relative to the nearest pixel's, weights then lie in
-# [e^-50, e^30], and ratios of weights (and of ratios: <= e^80) neither overflow nor
-# underflow, in float32 too.
+# Weights come from products (5 exps per output pixel instead of (2R)^2) where every
+# exponent of the window is surely >= -50: relative to the nearest pixel's, weights then
+# lie in [e^-50, e^30], and the ratios of neighbouring weights (and the ratios of those
+# ratios, checked to be <= e^80) neither overflow nor underflow, in float32 too.
 _RECUR_LOW = 50.0
 _RECUR_STEP = 80.0
 _EXP_FLOOR = -60.0  # otherwise exponents (relative to the largest, ~0) are clamped to this
@@ -137,15 +137,26 @@ class _Scratch:
         return buf[:numel].view(shape)
 
 
-def _row_max(p: torch.Tensor, rows: int, absolute: bool = False) -> list[float]:
-    """Largest value (or absolute value) of each row of a rows-first map, as floats."""
-    if p.ndim == 0 or p.shape[0] == 1:
-        p = p.reshape(1, -1)
-    top = p.flatten(1).amax(1)  # (rows|1,)
-    if absolute:
-        top = torch.maximum(top, -p.flatten(1).amin(1))
-    top = top.tolist()
-    return top * rows if len(top) == 1 else top
+def _coefficients(s1, s2, rho, buf: _Scratch) -> tuple[torch.Tensor, ...]:
+    """Per-pixel ``a, g, hh`` of the exponent ``-(dx a)^2 - (dy g - dx hh)^2``.
+
+    The exponent -(1/2) d^T Sigma^-1 d = -(X^2 + (Y - rho X)^2 / (1 - rho^2)) / 2, with
+    X = dx / s1 and Y = dy / s2, is a sum of squares: it stays <= 0 in rounding, with no
+    cancellation at |rho| ~ 1. So a = 1 / (sqrt(2) s1), g = 1 / (sqrt(2 (1 - rho^2)) s2)
+    and hh = rho / (sqrt(2 (1 - rho^2)) s1), after clamping sigmas and rho.
+    """
+    if not buf.enabled:
+        rc = rho.clamp(-_RHO_MAX, _RHO_MAX)
+        kk = (0.5 / (1.0 - rc * rc)).sqrt()  # 1 / sqrt(2 (1 - rho^2))
+        a = s1.clamp_min(_SIGMA_FLOOR).reciprocal() * math.sqrt(0.5)
+        return a, kk * s2.clamp_min(_SIGMA_FLOOR).reciprocal(), a * (kk * rc * math.sqrt(2.0))
+    rc = torch.clamp(rho, -_RHO_MAX, _RHO_MAX, out=buf("rc", rho))
+    kk = torch.mul(rc, rc, out=buf("kk", rc)).neg_().add_(1.0).reciprocal_().mul_(0.5).sqrt_()
+    a = torch.clamp_min(s1, _SIGMA_FLOOR, out=buf("a", s1)).reciprocal_().mul_(math.sqrt(0.5))
+    g = torch.clamp_min(s2, _SIGMA_FLOOR, out=buf("is2", s2)).reciprocal_()
+    g = torch.mul(g, kk, out=buf("g", g, kk))
+    hh = torch.mul(rc.mul_(kk).mul_(math.sqrt(2.0)), a, out=buf("hh", rc, a))
+    return a, g, hh
 
 
 def _quad(ox: torch.Tensor, oy: torch.Tensor, a, g, hh, tmp: _Scratch) -> torch.Tensor:
@@ -392,18 +403,9 @@ def rbf_resample(
     grad = torch.is_grad_enabled() and any(t.requires_grad for t in (x, s1, s2, rr))
     dev, dt = x.device, x.dtype
 
-    # exponent -(1/2) d^T Sigma^-1 d = -(X^2 + (Y - rho X)^2 / (1 - rho^2)) / 2 with X = dx / s1,
-    # Y = dy / s2: a sum of squares, so it stays <= 0 in rounding, with no cancellation at
-    # |rho| ~ 1. As computed: -(dx a)^2 - (dy g - dx hh)^2, per output pixel.
     s1, s2, rr = _layout(s1), _layout(s2), _layout(rr)  # (Ho|1, B|1, C|1, 1, Wo|1) or 0-d
     R = max(1, math.ceil(3.0 * max(max_value(s1), max_value(s2))))
     K = 2 * R  # window size per axis
-    rc = rr.clamp(-_RHO_MAX, _RHO_MAX)
-    kk = (0.5 / (1.0 - rc * rc)).sqrt()  # 1 / sqrt(2 (1 - rho^2))
-    a = s1.clamp_min(_SIGMA_FLOOR)  # a = 1 / (sqrt(2) s1)
-    a = a.reciprocal() * math.sqrt(0.5) if grad else a.reciprocal_().mul_(math.sqrt(0.5))
-    g = kk * s2.clamp_min(_SIGMA_FLOOR).reciprocal()  # 1 / (sqrt(2 (1 - rho^2)) s2)
-    hh = a * (kk * rc * math.sqrt(2.0))  # rho / (sqrt(2 (1 - rho^2)) s1)
 
     iy, oy, ky = _axis(H, Ho, R)  # (K, Ho) input rows, (K, Ho) offsets, (Ho,) nearest
     ix, ox, kx = _axis(W, Wo, R)
@@ -412,11 +414,6 @@ def rbf_resample(
     dy = oy.to(device=dev, dtype=dt)[:, :, None, None, None, None]  # (K, Ho, 1, 1, 1, 1)
     dx = ox.to(device=dev, dtype=dt)  # (K, Wo)
 
-    # Bounds per output row (no gradient) that pick each band's way of computing: offsets
-    # are |dx|, |dy| <= 1/2 for the nearest pixel and < R in the window, so its exponent
-    # -(dx a)^2 - (dy g - dx hh)^2 is >= -(o a)^2 - (o (g + |hh|))^2 for offsets up to o.
-    with torch.no_grad():
-        a_max, g_max, h_max = _row_max(a, Ho), _row_max(g, Ho), _row_max(hh, Ho, absolute=True)
     tmp = _Scratch(x, enabled=True)
 
     iy_min, iy_max = iy.amin(0).tolist(), iy.amax(0).tolist()
@@ -427,12 +424,17 @@ def rbf_resample(
     out = None if grad else x.new_empty(B, C, Ho, Wo)
     bands = []
     for r0, r1 in row_tiles(Ho, Wo, depth, target=_TILE_TARGET):
-        am, gm, hm = max(a_max[r0:r1]), max(g_max[r0:r1]), max(h_max[r0:r1])
+        ab, gb, hb = _coefficients(_rows(s1, r0, r1), _rows(s2, r0, r1), _rows(rr, r0, r1), buf)
+        # Bounds that pick the band's way of computing: offsets are |dx|, |dy| <= 1/2 for
+        # the nearest pixel and < R in the window, so the exponent -(dx a)^2 - (dy g - dx hh)^2
+        # is >= -(o a)^2 - (o (g + |hh|))^2 for offsets up to o.
+        with torch.no_grad():
+            am, gm = float(ab.max()), float(gb.max())
+            hm = max(float(hb.max()), -float(hb.min()))
         fast = (0.5 * am) ** 2 + (0.5 * (gm + hm)) ** 2 <= _FAST_SHIFT
         recur = fast and (R * am) ** 2 + (R * (gm + hm)) ** 2 <= _RECUR_LOW
         recur = recur and 2.0 * max(gm * gm, am * am + hm * hm, gm * hm) <= _RECUR_STEP
         y0, y1 = min(iy_min[r0:r1]), max(iy_max[r0:r1]) + 1
-        ab, gb, hb = _rows(a, r0, r1), _rows(g, r0, r1), _rows(hh, r0, r1)
         with torch.no_grad():  # the shift cancels in the ratio: it needs no gradient
             qn = _quad(nx, ny[r0:r1], ab, gb, hb, tmp)  # (h, ., ., 1, Wo) -(nearest exponent)
         xs = x[:, :, y0:y1].permute(2, 0, 1, 3).reshape(-1, W)  # ((y1-y0)*B*C, W)

@@ -22,6 +22,7 @@ __all__ = [
     "Param",
     "as_map",
     "check_image",
+    "check_stack",
     "max_value",
     "pad",
     "row_tiles",
@@ -58,6 +59,31 @@ def check_image(x: torch.Tensor, name: str = "x", *, min_size: int = 1) -> None:
         raise ValueError(
             f"{name} contains NaN or Inf values; replace them first (e.g. torch.nan_to_num)."
         )
+
+
+def check_stack(p: object, x: torch.Tensor, name: str, shape_text: str) -> torch.Tensor:
+    """Validate a ``(B or 1, n, h, w)`` stack of per-pixel maps; return it in ``x``'s dtype."""
+    if not isinstance(p, torch.Tensor):
+        raise TypeError(
+            f"{name} must be a torch.Tensor of shape {shape_text}, got {type(p).__name__}."
+        )
+    if p.ndim != 4:
+        raise ValueError(
+            f"{name} must have 4 dimensions {shape_text}, got {p.ndim} with shape {tuple(p.shape)}."
+        )
+    B = x.shape[0]
+    if p.shape[0] not in (1, B):
+        raise ValueError(f"{name} has batch size {p.shape[0]}, but the image has {B} (or use 1).")
+    if min(p.shape) < 1:
+        raise ValueError(f"{name} is empty: shape {tuple(p.shape)}.")
+    if not p.is_floating_point():
+        p = p.to(x.dtype)
+    with torch.no_grad():
+        if not bool(torch.isfinite(p).all()):
+            raise ValueError(
+                f"{name} contains NaN or Inf values; replace them first (e.g. torch.nan_to_num)."
+            )
+    return p.to(dtype=x.dtype, device=x.device)
 
 
 def _range_text(low: float | None, high: float | None) -> str:
@@ -118,24 +144,16 @@ def as_map(
             f"{name} must be a number or a map of shape (B, 1 or C, h, w), got shape "
             f"{tuple(p.shape)}."
         )
-    if p.shape[0] not in (1, B):
-        raise ValueError(f"{name} has batch size {p.shape[0]}, but the image has {B} (or use 1).")
+    p = check_stack(p, x, name, "(B or 1, 1 or C, h, w)")
     if p.shape[1] not in (1, C):
         raise ValueError(f"{name} has {p.shape[1]} channels, but the image has {C} (or use 1).")
-    if min(p.shape) < 1:
-        raise ValueError(f"{name} is empty: shape {tuple(p.shape)}.")
-    if not p.is_floating_point():
-        p = p.to(x.dtype)
-    with torch.no_grad():
-        if not bool(torch.isfinite(p).all()):
-            raise ValueError(f"{name} contains NaN or Inf values.")
-        if low is not None or high is not None:
+    if low is not None or high is not None:
+        with torch.no_grad():
             pmin, pmax = float(p.min()), float(p.max())
-            if (low is not None and pmin < low) or (high is not None and pmax > high):
-                raise ValueError(
-                    f"{name} must lie in {_range_text(low, high)}, got values in "
-                    f"[{pmin:g}, {pmax:g}]."
-                )
+        if (low is not None and pmin < low) or (high is not None and pmax > high):
+            raise ValueError(
+                f"{name} must lie in {_range_text(low, high)}, got values in [{pmin:g}, {pmax:g}]."
+            )
     p = p.to(dtype=x.dtype, device=x.device)
     if p.shape[-2:] != (Ho, Wo):
         if p.shape[-2:] == (1, 1):

@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._common import check_image, pad, row_tiles
-from .kpn import _BandResampler, _check_stack
+from ._common import check_image, check_stack, pad, row_tiles
+from .kpn import _BandResampler
 
 __all__ = ["Basis", "basis"]
 
@@ -85,7 +85,7 @@ def basis(x: torch.Tensor, coefficients: torch.Tensor, bases: torch.Tensor) -> t
     """
     check_image(x)
     b = _check_bases(bases, x)
-    a = _check_stack(coefficients, x, "coefficients", "(B or 1, N or C*N, h, w)")
+    a = check_stack(coefficients, x, "coefficients", "(B or 1, N or C*N, h, w)")
     B, C, H, W = x.shape
     N, k = b.shape[0], b.shape[-1]
     n = a.shape[1]

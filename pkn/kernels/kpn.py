@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._common import check_image, pad, row_tiles
+from ._common import check_image, check_stack, pad, row_tiles
 
 __all__ = ["KPN", "kpn"]
 
@@ -17,31 +17,6 @@ def _odd(value: int, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1 or value % 2 == 0:
         raise ValueError(f"{name} must be a positive odd integer (1, 3, 5, ...), got {value!r}.")
     return value
-
-
-def _check_stack(p: object, x: torch.Tensor, name: str, shape_text: str) -> torch.Tensor:
-    """Validate a ``(B or 1, n, h, w)`` stack of per-pixel maps; return it in ``x``'s dtype."""
-    if not isinstance(p, torch.Tensor):
-        raise TypeError(
-            f"{name} must be a torch.Tensor of shape {shape_text}, got {type(p).__name__}."
-        )
-    if p.ndim != 4:
-        raise ValueError(
-            f"{name} must have 4 dimensions {shape_text}, got {p.ndim} with shape {tuple(p.shape)}."
-        )
-    B = x.shape[0]
-    if p.shape[0] not in (1, B):
-        raise ValueError(f"{name} has batch size {p.shape[0]}, but the image has {B} (or use 1).")
-    if min(p.shape) < 1:
-        raise ValueError(f"{name} is empty: shape {tuple(p.shape)}.")
-    if not p.is_floating_point():
-        p = p.to(x.dtype)
-    with torch.no_grad():
-        if not bool(torch.isfinite(p).all()):
-            raise ValueError(
-                f"{name} contains NaN or Inf values; replace them first (e.g. torch.nan_to_num)."
-            )
-    return p.to(dtype=x.dtype, device=x.device)
 
 
 class _BandResampler:
@@ -174,7 +149,7 @@ def kpn(
     .. [3] B. Wronski, "Procedural Kernel Networks", arXiv:2112.09318, 2021 (eq. 7).
     """
     check_image(x)
-    lg = _check_stack(weights, x, "weights", "(B or 1, K*K or C*K*K, h, w)")
+    lg = check_stack(weights, x, "weights", "(B or 1, K*K or C*K*K, h, w)")
     B, C, H, W = x.shape
     K, per_channel = _kernel_size(lg.shape[1], C, kernel_size)
     r, KK = K // 2, K * K

@@ -16,16 +16,6 @@ import numpy as np
 __all__ = ["main"]
 
 
-def _fit_psnr(y: np.ndarray, clean: np.ndarray) -> float:
-    """PSNR after the least-squares affine fit ``clean ~ alpha * y + beta`` (data range of
-    the clean image), as needed when reference and input were rescaled separately."""
-    y, c = y.astype(np.float64).ravel(), clean.astype(np.float64).ravel()
-    A = np.stack([y, np.ones_like(y)], 1)
-    coef = np.linalg.lstsq(A, c, rcond=None)[0]
-    mse = np.mean((A @ coef - c) ** 2)
-    return float(10 * np.log10((c.max() - c.min()) ** 2 / mse))
-
-
 def _png(path: Path, a: np.ndarray, lo: float, hi: float, cmap: str | None = None) -> None:
     from skimage import io
 
@@ -72,7 +62,10 @@ def main(argv: list[str] | None = None) -> int:
         tifffile.imwrite(out / f"{stem}_{name}.tif", m, metadata={"map_scale": r.map_scale})
         _png(out / f"{stem}_{name}.png", m, float(m.min()), float(m.max()), cmap="magma")
     (out / f"{stem}_info.json").write_text(json.dumps(r.info, indent=2, default=str))
-    before, after = _fit_psnr(noisy, clean), _fit_psnr(r.image, clean)
+    from .benchmarks._common import affine_metrics  # PSNR after clean ~ alpha * y + beta
+
+    before = affine_metrics(noisy, clean)["psnr"]
+    after = affine_metrics(r.image, clean)["psnr"]
     print(
         f"sample {a.sample}: PSNR vs clean reference (after affine fit) "
         f"{before:.2f} dB -> {after:.2f} dB with {a.kernel} (model {r.info['model']}, "

@@ -24,6 +24,7 @@ __all__ = [
     "check_image",
     "check_stack",
     "max_value",
+    "odd_int",
     "pad",
     "row_tiles",
 ]
@@ -84,6 +85,13 @@ def check_stack(p: object, x: torch.Tensor, name: str, shape_text: str) -> torch
                 f"{name} contains NaN or Inf values; replace them first (e.g. torch.nan_to_num)."
             )
     return p.to(dtype=x.dtype, device=x.device)
+
+
+def odd_int(value: int, name: str) -> int:
+    """``value`` if it is a positive odd ``int`` (a window side), else a clear ValueError."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1 or value % 2 == 0:
+        raise ValueError(f"{name} must be a positive odd integer (1, 3, 5, ...), got {value!r}.")
+    return value
 
 
 def _range_text(low: float | None, high: float | None) -> str:

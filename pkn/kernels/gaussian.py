@@ -8,7 +8,7 @@ from numbers import Real
 import torch
 from torch import nn
 
-from ._common import Param, as_map, check_image, max_value, pad, row_tiles
+from ._common import Param, as_map, check_image, max_value, odd_int, pad, row_tiles
 
 __all__ = ["Gaussian", "gaussian"]
 
@@ -16,12 +16,6 @@ _SIGMA_FLOOR = 1e-10  # keeps 1 / sigma^2 finite: sigma -> 0 is the identity, ne
 _RHO_CAP = 1.0 - 1e-6  # keeps 1 / (1 - rho^2) finite: rho -> +-1 never gives NaN
 _TRUNCATE = 3.0  # default window radius in sigmas
 _TILE = 1 << 17  # elements per band of rows and per map (see row_tiles)
-
-
-def _odd(value: int, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1 or value % 2 == 0:
-        raise ValueError(f"{name} must be a positive odd integer (1, 3, 5, ...), got {value!r}.")
-    return value
 
 
 def _exp_limit(dtype: torch.dtype) -> float:
@@ -205,7 +199,7 @@ def gaussian(
     if size is None:
         r = math.ceil(_TRUNCATE * max(max_value(s1), max_value(s2)))
     else:
-        r = _odd(size, "size") // 2
+        r = odd_int(size, "size") // 2
     if r == 0:  # 1x1 window: the identity
         return x.clone()
     params = [t for t in (x, s1, s2, rh) if t is not None]
@@ -393,7 +387,7 @@ class Gaussian(nn.Module):
     def __init__(self, size: int | None = None):
         super().__init__()
         if size is not None:
-            _odd(size, "size")
+            odd_int(size, "size")
         self.size = size
 
     def forward(

@@ -8,15 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._common import check_image, check_stack, pad, row_tiles
+from ._common import check_image, check_stack, odd_int, pad, row_tiles
 
 __all__ = ["KPN", "kpn"]
-
-
-def _odd(value: int, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1 or value % 2 == 0:
-        raise ValueError(f"{name} must be a positive odd integer (1, 3, 5, ...), got {value!r}.")
-    return value
 
 
 class _BandResampler:
@@ -71,7 +65,7 @@ def _kernel_size(n: int, C: int, kernel_size: int | None) -> tuple[int, bool]:
     """``(K, per_channel)`` from the logit channel count ``n`` and the image channels ``C``."""
     accepted = "K*K (shared by all channels) or C*K*K (one kernel per channel) with K odd"
     if kernel_size is not None:
-        K = _odd(kernel_size, "kernel_size")
+        K = odd_int(kernel_size, "kernel_size")
         if n == K * K:
             return K, False
         if n == C * K * K:

@@ -7,17 +7,11 @@ import math
 import torch
 from torch import nn
 
-from ._common import Param, as_map, check_image, pad, row_tiles
+from ._common import Param, as_map, check_image, odd_int, pad, row_tiles
 
 __all__ = ["NLM", "bilateral", "nlm"]
 
 _SIGMA_FLOOR = 1e-10  # keeps 1 / sigma^2 finite: sigma -> 0 is the identity, never NaN
-
-
-def _odd(value: int, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1 or value % 2 == 0:
-        raise ValueError(f"{name} must be a positive odd integer (1, 3, 5, ...), got {value!r}.")
-    return value
 
 
 def _box(d: torch.Tensor, size: int) -> torch.Tensor:
@@ -99,7 +93,7 @@ def nlm(
     .. [2] B. Wronski, "Procedural Kernel Networks", arXiv:2112.09318, 2021.
     """
     check_image(x)
-    ps, ss = _odd(patch_size, "patch_size"), _odd(search_size, "search_size")
+    ps, ss = odd_int(patch_size, "patch_size"), odd_int(search_size, "search_size")
     pr, sr = ps // 2, ss // 2
     B, C, H, W = x.shape
     g = x if guide is None else guide

@@ -41,7 +41,10 @@ def reference_nlm(
                             dist /= patch_size**2 * len(gcs)
                             w = np.exp(-dist / (2 * max(s, 1e-10) ** 2))
                             if spatial_sigma is not None:
-                                w *= np.exp(-(dy * dy + dx * dx) / (2 * spatial_sigma**2))
+                                ss = spatial_sigma
+                                if np.ndim(ss):  # a full-resolution map (B, 1|C, H, W)
+                                    ss = ss[b, c if ss.shape[1] == C else 0, i, j]
+                                w *= np.exp(-(dy * dy + dx * dx) / (2 * max(ss, 1e-10) ** 2))
                             num += w * xp[b, c, sr + i + dy, sr + j + dx]
                             den += w
                     out[b, c, i, j] = num / den
@@ -73,6 +76,43 @@ def test_matches_reference_per_channel_sigma_spatial_and_joint():
     ours = nlm(x, s1, joint=True)
     ref = reference_nlm(x.numpy(), s1.numpy(), joint=True)
     np.testing.assert_allclose(ours.numpy(), ref, rtol=1e-6, atol=1e-12)
+
+
+def test_matches_reference_with_spatial_sigma_map():
+    x = _rand(2, 2, 7, 8)
+    sigma = 0.1 + 0.3 * _rand(2, 2, 4, 4, seed=6)
+    spatial = 0.3 + 2.0 * _rand(2, 1, 4, 4, seed=7)  # half resolution, shared by channels
+    full = [F.interpolate(m, size=(7, 8), mode="bilinear", align_corners=False)
+            for m in (sigma, spatial)]
+    ours = nlm(x, sigma, spatial_sigma=spatial)
+    ref = reference_nlm(x.numpy(), full[0].numpy(), spatial_sigma=full[1].numpy())
+    np.testing.assert_allclose(ours.numpy(), ref, rtol=1e-6, atol=1e-12)
+    g = _rand(2, 3, 7, 8, seed=8)  # joint distances over a 3-channel guide
+    s1 = sigma[:, :1]
+    ours = nlm(x, s1, spatial_sigma=spatial, guide=g, joint=True)
+    ref = reference_nlm(
+        x.numpy(), full[0][:, :1].numpy(), spatial_sigma=full[1].numpy(), guide=g.numpy(),
+        joint=True,
+    )
+    np.testing.assert_allclose(ours.numpy(), ref, rtol=1e-6, atol=1e-12)
+
+
+def test_joint_distances_with_per_channel_sigmas():
+    x = _rand(1, 3, 7, 6)
+    sigma = 0.05 + 0.3 * _rand(1, 3, 4, 3, seed=9)
+    full = F.interpolate(sigma, size=(7, 6), mode="bilinear", align_corners=False)
+    for grad in (False, True):  # the in-place (inference) and the autograd paths
+        ours = nlm(x.clone().requires_grad_(grad), sigma, joint=True, spatial_sigma=1.2)
+        ref = reference_nlm(x.numpy(), full.numpy(), joint=True, spatial_sigma=1.2)
+        np.testing.assert_allclose(ours.detach().numpy(), ref, rtol=1e-6, atol=1e-12)
+
+
+def test_spatial_sigma_zero_is_identity_and_constant_equals_number():
+    x = _rand(1, 2, 8, 9)
+    y = nlm(x, 0.5, spatial_sigma=torch.zeros(1, 1, 4, 5, dtype=torch.float64))
+    torch.testing.assert_close(y, x, rtol=0, atol=1e-12)
+    m = torch.full((1, 1, 3, 3), 1.3, dtype=torch.float64)
+    torch.testing.assert_close(nlm(x, 0.2, spatial_sigma=m), nlm(x, 0.2, spatial_sigma=1.3))
 
 
 def test_matches_reference_with_separate_guide():
@@ -130,6 +170,10 @@ def test_gradcheck_image_sigma_and_guide():
     assert torch.autograd.gradcheck(lambda a, gg: nlm(a, 0.3, guide=gg), (x, g))
     x3 = _rand(1, 2, 4, 5).requires_grad_()
     assert torch.autograd.gradcheck(lambda a, s: nlm(a, s, joint=True, patch_size=1), (x3, sigma))
+    spatial = (0.5 + _rand(1, 1, 3, 3, seed=6)).requires_grad_()
+    assert torch.autograd.gradcheck(
+        lambda a, s, q: nlm(a, s, spatial_sigma=q), (x, sigma, spatial)
+    )
 
 
 def test_gradients_finite_at_sigma_zero():
@@ -155,7 +199,7 @@ def test_gradients_finite_at_sigma_zero():
         (lambda x: nlm(x, 0.1, search_size=0), "odd"),
         (lambda x: nlm(x, 0.1, spatial_sigma=-1.0), "spatial_sigma"),
         (lambda x: nlm(x, 0.1, guide=torch.rand(2, 1, 4, 4)), "guide"),
-        (lambda x: nlm(x, torch.full((2, 3, 1, 1), 0.1), joint=True), "single channel"),
+        (lambda x: nlm(x, 0.1, spatial_sigma=torch.full((2, 2, 1, 1), 1.0)), "spatial_sigma"),
     ],
 )
 def test_bad_input_raises_clear_errors(call, match):

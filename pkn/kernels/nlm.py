@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
@@ -34,7 +32,7 @@ def nlm(
     *,
     patch_size: int = 3,
     search_size: int = 5,
-    spatial_sigma: float | None = None,
+    spatial_sigma: Param | None = None,
     guide: torch.Tensor | None = None,
     joint: bool = False,
 ) -> torch.Tensor:
@@ -55,7 +53,9 @@ def nlm(
                  \exp\!\Big(-\frac{|o|^2}{2\,\sigma_s^2}\Big), \qquad
         y(p) = \frac{\sum_o w_o(p)\, x(p+o)}{\sum_o w_o(p)}
 
-    (the spatial factor only when ``spatial_sigma`` is given). The centre weight is
+    (the spatial factor only when ``spatial_sigma`` :math:`\sigma_s` is given; it may vary
+    per pixel like :math:`\sigma`, and :math:`\sigma_s \to 0` keeps only the centre).
+    The centre weight is
     always 1, so the sum of weights is at least 1 and the output is a convex
     combination of input pixels: it lies within the min/max of the search window.
     ``sigma -> 0`` gives the identity, ``sigma -> inf`` the mean of the search
@@ -68,11 +68,13 @@ def nlm(
     sigma : float or torch.Tensor
         Signal sigma, >= 0, in the units of ``x``: a number or a map
         ``(B or 1, 1 or C, h, w)`` at any resolution (bilinearly resampled).
-        With ``joint=True`` it must have one channel.
+        With ``joint=True`` and ``C`` channels the distance is shared and each channel
+        falls off with its own sigma.
     patch_size, search_size : int
         Odd sizes of the comparison patch and of the search window.
-    spatial_sigma : float, optional
-        Adds a fixed Gaussian falloff over the search offsets (in pixels).
+    spatial_sigma : float or torch.Tensor, optional
+        Gaussian falloff over the search offsets, in pixels, >= 0: a number or a map
+        like ``sigma``. Default: none (a box window).
     guide : torch.Tensor, optional
         ``(B, 1 or C, H, W)`` image the patch distances are computed on; ``x`` is
         what gets averaged. With ``joint=True`` it may have any number of channels.
@@ -111,13 +113,17 @@ def nlm(
             )
         g = guide.to(x.dtype)
     s = as_map(sigma, x, "sigma", low=0.0)
-    if joint and s.shape[1] != 1:
-        raise ValueError("with joint=True, sigma must have a single channel.")
-    if spatial_sigma is not None and not (math.isfinite(spatial_sigma) and spatial_sigma > 0):
-        raise ValueError(f"spatial_sigma must be a positive number, got {spatial_sigma!r}.")
+    q = None  # 1 / (2 sigma_s^2): multiplies |o|^2 in the exponent
+    if spatial_sigma is not None:
+        q = as_map(spatial_sigma, x, "spatial_sigma", low=0.0)
+        if q.stride(-1) == 0 and q.stride(-2) == 0:  # a number: one value for all pixels
+            q = q[..., :1, :1]
+        q = q.clamp_min(_SIGMA_FLOOR).square().mul(2.0).reciprocal()
 
     K = g.shape[1] if joint else 1
-    grad = torch.is_grad_enabled() and any(t.requires_grad for t in (x, g, s))
+    grad = torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (x, g, s, q)
+    )
     R = pr + sr
     gp = pad(g, R)  # (B, Cg, H+2R, W+2R): guide for the patches
     xp = gp[..., pr : gp.shape[-2] - pr, pr : gp.shape[-1] - pr] if g is x else pad(x, sr)
@@ -129,9 +135,11 @@ def nlm(
         gt = gp[:, :, r0 : r1 + 2 * R]
         xt = xp[:, :, r0 : r1 + 2 * sr]
         # -1 / (2 sigma^2 |P| K): multiplies the patch *sum* of squared differences
+        qt = None if q is None else q if q.shape[-2] == 1 else q[:, :, r0:r1]  # (B, 1|C, h, W)
         it = s[:, :, r0:r1].clamp_min(_SIGMA_FLOOR).square().mul(-2.0 * ps * ps * K).reciprocal()
         centre = gt[:, :, sr : sr + h + 2 * pr, sr : sr + W + 2 * pr]
         num = xt[:, :, sr : sr + h, sr : sr + W].clone()  # centre offset: weight 1
+        ebuf = None if grad else torch.empty_like(num)
         den = None
         for dy, dx in offsets:
             shifted = gt[:, :, sr + dy : sr + dy + h + 2 * pr, sr + dx : sr + dx + W + 2 * pr]
@@ -139,9 +147,13 @@ def nlm(
             if joint:
                 d = d.sum(1, keepdim=True)  # (B, 1, h+2pr, W+2pr)
             d = _box(d, ps)  # (B, 1|Cg, h, W)
-            e = d * it if grad else d.mul_(it)
-            if spatial_sigma is not None:
-                e = e - (dy * dy + dx * dx) / (2.0 * spatial_sigma**2)
+            if grad:
+                e = d * it
+            else:  # joint distances with per-channel sigmas broadcast to (B, C, h, W)
+                e = d.mul_(it) if d.shape[1] == it.shape[1] else torch.mul(d, it, out=ebuf)
+            if qt is not None:
+                o2 = float(dy * dy + dx * dx)
+                e = e - qt * o2 if grad else e.sub_(qt, alpha=o2)
             w = e.exp() if grad else e.exp_()  # (B, 1|C, h, W)
             v = xt[:, :, sr + dy : sr + dy + h, sr + dx : sr + dx + W]  # (B, C, h, W)
             if grad:
@@ -162,7 +174,7 @@ def bilateral(
     sigma: Param,
     *,
     search_size: int = 5,
-    spatial_sigma: float | None = None,
+    spatial_sigma: Param | None = None,
     guide: torch.Tensor | None = None,
     joint: bool = False,
 ) -> torch.Tensor:

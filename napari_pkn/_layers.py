@@ -106,7 +106,7 @@ def map_style(name: str, values: np.ndarray) -> dict:
     if name in ("b", "c", "d"):
         m = _robust_max(np.abs(values))
         return {"colormap": "PiYG", "contrast_limits": (-m, m)}
-    if name.startswith("sigma"):
+    if name.startswith("sigma") or name == "spatial_sigma":
         cmap = "magma" if name == "sigma" else "viridis"
         return {"colormap": cmap, "contrast_limits": (0.0, _robust_max(values))}
     lo, hi = (float(v) for v in np.nanpercentile(values, [0.5, 99.5]))
@@ -142,6 +142,7 @@ _PARAM_UNITS = {
     "sigma": "intensity units of the input",
     "sigma1": "input pixels (along x)",
     "sigma2": "input pixels (along y)",
+    "spatial_sigma": "pixels (Gaussian falloff over the NLM search window)",
     "rho": "correlation of x and y, in [-1, 1]",
 }
 

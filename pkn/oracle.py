@@ -38,8 +38,10 @@ def _grid_raw(spec, n: int, noise_half: torch.Tensor) -> list[torch.Tensor]:
     """Raw parameter candidates ``(1, P, 1, 1)`` along the kernel's main axis."""
     cands = []
     for t in np.linspace(0.05, 0.95, n):
-        if spec.name in ("nlm", "bilateral"):
+        if "sigma" in spec.params:  # nlm, nlm-sigma, bilateral
             p = {"sigma": torch.tensor(4.0 * t).view(1, 1, 1, 1) * noise_half.mean()}
+            if "spatial_sigma" in spec.params:
+                p["spatial_sigma"] = torch.tensor(_SPATIAL_GRID[-1])  # ~ a flat window
         elif spec.name == "polyblur":
             # along the cubic Neumann inverse (b, c, d) = (-6, 4, -1), scaled
             k = 1.2 * t
@@ -52,6 +54,19 @@ def _grid_raw(spec, n: int, noise_half: torch.Tensor) -> list[torch.Tensor]:
         p = {k: v.reshape(1, 1, 1, 1).float() for k, v in p.items()}
         cands.append(spec.from_params(p, noise_half.mean().view(1, 1, 1, 1)))
     return cands
+
+
+_SPATIAL_GRID = (0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 3.9)  # NLM spatial sigma, px (range [0, 4])
+
+
+def _spatial_candidates(spec, raw: torch.Tensor, noise_half: torch.Tensor) -> list[torch.Tensor]:
+    """``raw`` with its spatial sigma replaced by each value of :data:`_SPATIAL_GRID`."""
+    n = noise_half.mean().view(1, 1, 1, 1)
+    p = spec.to_params(raw, n)
+    return [
+        spec.from_params({**p, "spatial_sigma": torch.full_like(p["spatial_sigma"], v)}, n)
+        for v in _SPATIAL_GRID
+    ]
 
 
 def _mse(y, clean):
@@ -100,19 +115,20 @@ def global_optimum(
     noise_std : torch.Tensor
         Noise std map broadcastable to ``noisy``.
     grid, iters, lr
-        Grid size along the main axis, then Adam iterations and step on the raw values.
+        Grid size along the main axis (NLM: then a grid of spatial sigmas), then Adam
+        iterations and step on the raw values.
     **filter_kw
         ``blur=`` for polyblur, ``size=`` for rbf, ``options=`` for kernel options.
     """
     spec = get_spec(kernel)
     nh = _half(noise_std)
+    def err(raw):
+        return float(_mse(run_filter(spec, noisy, spec.to_params(raw, nh), **filter_kw), clean))
+
     with torch.no_grad():
-        best = min(
-            _grid_raw(spec, grid, nh),
-            key=lambda raw: float(
-                _mse(run_filter(spec, noisy, spec.to_params(raw, nh), **filter_kw), clean)
-            ),
-        )
+        best = min(_grid_raw(spec, grid, nh), key=err)
+        if "spatial_sigma" in spec.params:  # then along the second axis
+            best = min(_spatial_candidates(spec, best, nh), key=err)
     return _descend(spec, best, noisy, clean, nh, iters, lr, filter_kw)
 
 

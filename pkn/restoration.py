@@ -15,7 +15,8 @@ __all__ = ["Restoration", "Restorer", "estimate_noise", "prepare", "restore"]
 
 _DTYPES = (np.uint8, np.uint16, np.float32, np.float64)
 _KERNEL_TASK = {
-    k: get_spec(k).task for k in ("nlm", "bilateral", "gaussian", "anisotropic", "polyblur", "rbf")
+    k: get_spec(k).task
+    for k in ("nlm", "nlm-sigma", "bilateral", "gaussian", "anisotropic", "polyblur", "rbf")
 }
 
 
@@ -270,15 +271,22 @@ class Restorer:
         strength = self._strength(strength)
         p, spec = self.p, self.net.spec
         H, W = p.x.shape[-2:]
-        full = []
+        full = {}
         for name in spec.params:
             m = upsample_map(self.maps[name], (H, W), self.net.factor)[channel : channel + 1]
-            full.append(m * strength if name in spec.strength else m)
+            full[name] = m * strength if name in spec.strength else m
         opts = dict(self.net.options)
+        kernel, args = self.kernel, list(full.values())
+        if kernel in ("nlm", "nlm-sigma"):
+            kernel, args = "nlm", [full["sigma"]]
+            if "spatial_sigma" in full:
+                opts["spatial_sigma"] = full["spatial_sigma"]
+            if opts.get("joint"):  # distances over all channels of the image
+                opts["guide"] = p.x.transpose(0, 1)  # (1, C, H, W)
         if self.kernel == "polyblur":
             opts["blur"] = self.filter_kw["blur"]
         x = p.x[channel : channel + 1].transpose(0, 1)  # (1, 1, H, W)
-        pr = effective_weights(self.kernel, x, *full, pixel=pixel, **opts)
+        pr = effective_weights(kernel, x, *args, pixel=pixel, **opts)
         # back to input units: y = sum(w * x_in) + scale * bias + offset * (1 - sum(w))
         bias = p.scale * pr.bias + p.offset * (1.0 - pr.sum)
         return replace(

@@ -159,3 +159,29 @@ def test_cache_merges_separate_runs(tmp_path):
     c1.put("a", {"psnr": 1.0})
     c2.put("b", {"psnr": 2.0})  # c2 was opened before "a" was written: merged, not lost
     assert set(json.loads(path.read_text())) == {"a", "b"}
+
+
+def test_table1_rows_cache_and_joint_variant(tmp_path, monkeypatch, capsys):
+    from pkn.benchmarks import denoise
+
+    imgs = [(f"im{i}", _smooth((24, 28, 3), i).astype(np.float32) / 255.0) for i in range(2)]
+    monkeypatch.setitem(denoise.DATASETS, "kodak24", lambda: imgs)
+    model = PKNModel("nlm", guided=True, options={"joint": True})
+    joint = save_model(model, tmp_path / "j.safetensors")
+    cache = tmp_path / "cache.json"
+    kw = {"model": str(joint), "cache": cache, "oracle_iters": 2, "log": lambda *_: None}
+    t = denoise.run("nlm", [0.1], ["global", "network", "oracle"], **kw)
+    r = t[0.1]
+    assert r["oracle"]["psnr"] >= r["global"]["psnr"] - 1e-6  # starts from the global optimum
+    keys = json.loads(cache.read_text())
+    # the baselines ran with the network's options (joint distances): the key says so
+    assert sum(k.startswith("nlm+joint|global|0.1|") for k in keys) == 2
+    again = denoise.run("nlm", [0.1], ["global", "network", "oracle"], **kw)
+    assert again == t  # everything came from the cache
+    with pytest.raises(ValueError, match="differ from the model"):
+        denoise.run("nlm", [0.1], ["network"], model=str(joint), options={}, log=print)
+    with pytest.raises(ValueError, match="drives kernel"):
+        denoise.run("bilateral", [0.1], ["network"], model=str(joint), log=print)
+    md = denoise.markdown(t, ["global", "network", "oracle"], "nlm", "cmd")
+    assert "paper" in md and md.count("\n| 0.1 |") == 1
+    assert "paper" not in denoise.markdown(t, ["network"], "nlm", "cmd", paper=False)

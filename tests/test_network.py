@@ -13,7 +13,7 @@ from pkn.models.pkn_model import PKNModel, _half
 from pkn.models.procedural import KERNELS
 
 SIZES = [(1, 1), (2, 2), (3, 5), (8, 8), (16, 24), (37, 53), (40, 41)]
-NOISE_RELATIVE = {"nlm", "bilateral"}
+NOISE_RELATIVE = {"sigma"}  # parameters documented as multipliers of the local noise std
 
 
 def _image(B, H, W, seed=0, C=1):
@@ -97,7 +97,7 @@ def test_untrained_model_predicts_init(kernel):
     for name, value in zip(spec.params, spec.init, strict=True):
         m = maps[name]
         assert m.shape == (2, 1, 7, 9), name
-        expected = value * sigma if kernel in NOISE_RELATIVE else torch.full_like(sigma, value)
+        expected = value * sigma if name in NOISE_RELATIVE else torch.full_like(sigma, value)
         torch.testing.assert_close(m, expected.expand_as(m), rtol=1e-5, atol=1e-6)
 
 
@@ -116,6 +116,10 @@ def test_untrained_model_output_is_the_filter_at_init():
 
     model = PKNModel("nlm")
     x = _image(1, 20, 20, seed=4)
+    with torch.no_grad():
+        y, _ = model(x, torch.full((1, 1, 1, 1), 0.1))
+    torch.testing.assert_close(y, nlm(x, 0.12, spatial_sigma=2.0), rtol=1e-5, atol=1e-6)
+    model = PKNModel("nlm-sigma")  # the paper's kernel: signal sigma only
     with torch.no_grad():
         y, _ = model(x, torch.full((1, 1, 1, 1), 0.1))
     torch.testing.assert_close(y, nlm(x, 0.12), rtol=1e-5, atol=1e-6)

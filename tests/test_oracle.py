@@ -35,8 +35,25 @@ def _psnr(y, clean):
 @pytest.fixture(scope="module")
 def problem():
     noisy, clean, ns = _crops()
-    g = global_optimum("nlm", noisy, clean, ns, grid=9, iters=15)
+    g = global_optimum("nlm-sigma", noisy, clean, ns, grid=9, iters=15)
     return noisy, clean, ns, g
+
+
+def test_global_optimum_with_spatial_sigma_and_joint_distances(problem):
+    noisy, clean, ns, g = problem
+    both = global_optimum("nlm", noisy, clean, ns, grid=9, iters=15)
+    assert set(both.maps) == {"sigma", "spatial_sigma"}
+    spatial = both.maps["spatial_sigma"]
+    assert 0 <= float(spatial.min()) <= float(spatial.max()) <= 4
+    # a superset of the sigma-only kernel (whose box window is spatial sigma -> inf)
+    assert both.psnr > g.psnr - 0.05
+    joint = global_optimum("nlm", noisy, clean, ns, grid=9, iters=5, options={"joint": True})
+    assert joint.output.shape == noisy.shape
+    with torch.no_grad():  # joint: the batch is read as the channels of one image
+        y = run_filter(get_spec("nlm"), noisy, joint.maps, options={"joint": True})
+        per = run_filter(get_spec("nlm"), noisy, joint.maps)
+    torch.testing.assert_close(y, joint.output)
+    assert float((y - per).abs().max()) > 1e-4  # and that differs from per-channel
 
 
 def test_global_optimum_shapes_and_psnr(problem):
@@ -56,7 +73,7 @@ def test_global_optimum_shapes_and_psnr(problem):
 @pytest.mark.parametrize("mult", [0.3, 3.5])
 def test_global_optimum_beats_fixed_parameters(problem, mult):
     noisy, clean, ns, g = problem
-    spec = get_spec("nlm")
+    spec = get_spec("nlm-sigma")
     with torch.no_grad():
         fixed = run_filter(spec, noisy, {"sigma": mult * ns})
     assert g.psnr >= _psnr(fixed, clean)
@@ -65,13 +82,13 @@ def test_global_optimum_beats_fixed_parameters(problem, mult):
 def test_global_optimum_output_matches_its_maps(problem):
     noisy, _, _, g = problem
     with torch.no_grad():
-        y = run_filter(get_spec("nlm"), noisy, g.maps)
+        y = run_filter(get_spec("nlm-sigma"), noisy, g.maps)
     torch.testing.assert_close(y, g.output)
 
 
 def test_local_oracle_at_least_global(problem):
     noisy, clean, ns, g = problem
-    loc = local_oracle("nlm", noisy, clean, ns, iters=15, init=g)
+    loc = local_oracle("nlm-sigma", noisy, clean, ns, iters=15, init=g)
     assert loc.maps["sigma"].shape == (2, 1, 20, 20)
     assert loc.output.shape == noisy.shape
     assert torch.isfinite(loc.maps["sigma"]).all()

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from pkn.models.pkn_model import PKNModel, _half, run_filter
 from pkn.models.procedural import KERNELS, TASKS, get_spec, upsample_map
 
-NOISE_RELATIVE = {"nlm", "bilateral"}
+NOISE_RELATIVE = {"sigma"}  # parameters documented as multipliers of the local noise std
 _RANGE = re.compile(r"([\[(])\s*(-?[\d.]+)\s*,\s*(-?[\d.]+)\s*([\])])")
 
 
@@ -66,8 +66,8 @@ def test_round_trip_params(kernel, dtype):
     spec = get_spec(kernel)
     p = _valid_params(spec, margin=1e-4, dtype=dtype)
     noise = _noise((1, 1, 1, 11), dtype=dtype)
-    if kernel in NOISE_RELATIVE:  # the documented range is a multiplier of the noise std
-        p = {k: v * noise for k, v in p.items()}
+    # the documented range of these is a multiplier of the noise std
+    p = {k: v * noise if k in NOISE_RELATIVE else v for k, v in p.items()}
     raw = spec.from_params(p, noise)
     assert raw.shape == (1, spec.n_out, 1, 11)
     assert torch.isfinite(raw).all()
@@ -76,7 +76,7 @@ def test_round_trip_params(kernel, dtype):
     tol = 1e-9 if dtype == torch.float64 else 2e-5
     for name in spec.params:
         lo, hi = _documented_range(spec, name)
-        scale = (hi - lo) * (noise if kernel in NOISE_RELATIVE else 1.0)
+        scale = (hi - lo) * (noise if name in NOISE_RELATIVE else 1.0)
         err = (back[name] - p[name]).abs() / scale
         assert float(err.max()) < tol, (name, float(err.max()))
 
@@ -105,7 +105,7 @@ def test_remapped_values_stay_in_documented_ranges(kernel):
         assert v.shape == (1, 1, 1, 18)
         assert torch.isfinite(v).all(), name
         lo, hi = _documented_range(spec, name)
-        if kernel in NOISE_RELATIVE:
+        if name in NOISE_RELATIVE:
             v = v / noise  # documented as a multiplier of the local noise std
         # float saturation may reach the bounds themselves at |raw| = 1e4
         assert float(v.min()) >= lo - 1e-6 and float(v.max()) <= hi + 1e-6, name
@@ -113,7 +113,7 @@ def test_remapped_values_stay_in_documented_ranges(kernel):
             assert float(v.abs().max()) < 1.0
     # the remapping covers the range (not stuck in a corner)
     for name in spec.params:
-        v = params[name] / (noise if kernel in NOISE_RELATIVE else 1.0)
+        v = params[name] / (noise if name in NOISE_RELATIVE else 1.0)
         lo, hi = _documented_range(spec, name)
         assert float(v.min()) < lo + 0.01 * (hi - lo) and float(v.max()) > hi - 0.01 * (hi - lo)
 

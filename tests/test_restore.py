@@ -127,3 +127,29 @@ def test_restorer_renders_strengths_without_the_network_and_probes_in_input_unit
         float(a.image[30, 40]), rel=1e-5
     )
     assert pr.sum == pytest.approx(1.0) and pr.min >= 0 and pr.bias == 0.0
+
+
+def test_colour_nlm_shares_patch_distances_across_channels_and_probes_them():
+
+    from pkn.kernels import nlm
+    from pkn.models.procedural import upsample_map
+
+    rng = np.random.default_rng(3)
+    noisy, _ = _crop(0.1, 48)
+    rgb = np.stack([noisy, noisy[::-1], noisy[:, ::-1]], -1).astype(np.float32)
+    rgb += 0.02 * rng.standard_normal(rgb.shape).astype(np.float32)
+    r = pkn.Restorer(rgb, noise=0.1, channel_axis=-1)
+    assert r.net.joint and set(r.maps) == {"sigma", "spatial_sigma"}
+    out = r.render()
+    # the same as one joint NLM over the three channels with the predicted maps
+    x = r.p.x.transpose(0, 1)  # (1, 3, H, W), in the normalised units the maps are in
+    full = {k: upsample_map(v, rgb.shape[:2]).transpose(0, 1) for k, v in r.maps.items()}
+    ref = nlm(x, full["sigma"], spatial_sigma=full["spatial_sigma"], joint=True)
+    ref = np.moveaxis(ref[0].numpy(), 0, -1) * r.p.scale + r.p.offset
+    np.testing.assert_allclose(out.image, ref, atol=1e-5)
+    # and the probe of channel 1 reads the weights that made that output pixel
+    pr = r.probe((20, 30), channel=1)
+    r0, c0 = pr.origin
+    win = rgb[r0 : r0 + pr.weights.shape[0], c0 : c0 + pr.weights.shape[1], 1]
+    assert float((pr.weights * win).sum()) == pytest.approx(float(out.image[20, 30, 1]), rel=1e-5)
+    assert pr.sum == pytest.approx(1.0) and pr.min >= 0

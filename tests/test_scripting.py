@@ -24,8 +24,15 @@ def test_restore_layer_adds_and_returns_layers(viewer, cells):
     layer = viewer.add_image(cells, name="cells", scale=(0.2, 0.2), units=("um", "um"))
     before = cells.copy()
     added = napari_pkn.restore_layer(viewer, layer, "denoise", "nlm", noise=6.0, strength=0.8)
-    out, sigma = added
-    assert [ly.name for ly in viewer.layers] == ["cells", "cells [PKN nlm]", out.name + " sigma"]
+    out, sigma, spatial = added  # nlm: signal sigma and spatial sigma maps
+    assert [ly.name for ly in viewer.layers] == [
+        "cells",
+        "cells [PKN nlm]",
+        out.name + " sigma",
+        out.name + " spatial_sigma",
+    ]
+    assert spatial.data.shape == (32, 32)
+    assert spatial.metadata["pkn"]["parameter"] == "spatial_sigma"
     np.testing.assert_array_equal(layer.data, before)
     assert out.data.shape == cells.shape and sigma.data.shape == (32, 32)
     np.testing.assert_allclose(sigma.scale, (0.4, 0.4))
@@ -36,7 +43,7 @@ def test_restore_layer_adds_and_returns_layers(viewer, cells):
     assert sigma.metadata["pkn"]["parameter"] == "sigma"
     # by name, maps hidden; re-running replaces the layers in place instead of piling up
     again = napari_pkn.restore_layer(viewer, "cells", kernel="nlm", maps=False)
-    assert len(viewer.layers) == 3 and viewer.layers[1] is again[0]
+    assert len(viewer.layers) == 4 and viewer.layers[1] is again[0]
     assert not again[1].visible and again[0].metadata["pkn"]["noise"]["estimated"]
 
 
@@ -44,7 +51,7 @@ def test_geometry_follows_rotation_and_shear(viewer, cells):
     layer = viewer.add_image(
         cells[:32, :32], scale=(0.5, 2.0), translate=(3, -4), rotate=25, shear=[0.2]
     )
-    out, sigma = napari_pkn.restore_layer(viewer, layer)
+    out, sigma, _ = napari_pkn.restore_layer(viewer, layer)
     for ij in [(0, 0), (5, 9), (15, 2)]:
         here = sigma.data_to_world(np.asarray(ij, float))
         there = layer.data_to_world(2 * np.asarray(ij, float) + 0.5)
@@ -79,7 +86,7 @@ def test_clear_errors(viewer, cells):
 
 def test_stacks_and_dtypes(viewer, cells):
     stack = np.stack([cells[:24, :24], cells[24:48, :24]]).astype(np.int16)
-    out, sigma = napari_pkn.restore_layer(viewer, viewer.add_image(stack, name="t"))
+    out, sigma, _ = napari_pkn.restore_layer(viewer, viewer.add_image(stack, name="t"))
     assert out.data.shape == stack.shape and out.data.dtype == np.float32
     assert sigma.data.shape == (2, 12, 12) and out.metadata["pkn"]["planes"] == 2
     with pytest.raises(TypeError, match="bool pixels"):

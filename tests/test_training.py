@@ -245,8 +245,10 @@ def test_degrade_batch_denoise_awgn(p_gray):
     assert abs(float(noise.mean())) < 0.01
     for i in range(B):  # the target is one of the clean channels
         assert any(torch.equal(d.target[i, 0], clean[i, c]) for c in range(3))
+    assert d.colour.shape == (B, 3, s, s)  # every noisy channel, for joint NLM distances
     if p_gray == 1.0:
         assert torch.equal(d.guide, d.x)
+        assert torch.equal(d.colour, d.x.expand(-1, 3, -1, -1))  # gray: its own distances
     else:  # the mean of the three noisy channels: noise std 0.1 / sqrt(3)
         guide_noise = d.guide[:, 0] - clean.mean(1)
         assert float(guide_noise.std()) == pytest.approx(0.1 / 3**0.5, rel=0.07)
@@ -285,6 +287,20 @@ def test_restore_batch_shapes():
         y, maps = restore_batch(model, d)
     assert y.shape == d.x.shape
     assert maps["sigma"].shape == (2, 1, 11, 11)
+    # a joint model computes its distances on each sample's noisy colour channels
+    joint = PKNModel("nlm", guided=True, options={"joint": True})
+    with torch.no_grad():
+        yj, maps = restore_batch(joint, d)
+        ref = joint.filter(d.x, maps, guide=d.colour)
+    torch.testing.assert_close(yj, ref)
+    assert float((yj - joint.filter(d.x, maps)).abs().max()) > 1e-4
+
+
+def test_joint_training(data_dir, tmp_path):
+    out = tmp_path / "joint"
+    train(_cfg(data_dir, out, guided=True, iters=2, options={"joint": True}), progress=False)
+    model, _ = load_model(out / "nlm.safetensors")
+    assert model.joint and model.guided
 
 
 # ---------------------------------------------------------------- losses and PSNR
@@ -355,3 +371,16 @@ def test_psnr():
     expected = 10 * torch.log10(1 / (y - t).square().flatten(1).mean(1))
     torch.testing.assert_close(noisy, expected)
     assert float(psnr(2 * t, 2 * y, data_range=2.0)[0]) == pytest.approx(float(noisy[0]), 1e-4)
+
+
+def test_noise_power_weighting_changes_training_and_the_card_says_so(data_dir, tmp_path):
+    from pkn.training.card import _weighting
+
+    a = train(_cfg(data_dir, tmp_path / "a", iters=2, val_every=2), progress=False)
+    b = train(_cfg(data_dir, tmp_path / "b", iters=2, val_every=2, noise_power=1.0), progress=False)
+    assert a["config"]["noise_power"] == 0.0 and b["config"]["noise_power"] == 1.0
+    wa, wb = _weights(tmp_path / "a"), _weights(tmp_path / "b")
+    assert any(not torch.equal(wa[k], wb[k]) for k in wa)  # another loss, other gradients
+    assert _weighting(a["config"]) == " weighted by 1/noise variance"
+    assert _weighting(b["config"]) == " weighted by 1/noise std^1"
+    assert _weighting({**b["config"], "noise_weighted": False}) == ""

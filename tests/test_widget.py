@@ -264,7 +264,7 @@ def test_strength_reuses_maps_and_layers(viewer_widget, qtbot, monkeypatch):
     widget.run()
     wait(qtbot, widget)
     assert calls[0] == 1
-    out, sigma = widget.outputs
+    out, sigma, _ = widget.outputs  # nlm: sigma and spatial sigma maps
     names, data_id, first = [ly.name for ly in viewer.layers], id(out.data), out.data.copy()
     s1 = sigma.data.copy()
     for s in (0.3, 0.6, 0.0):  # quick moves are debounced into one filter run

@@ -44,6 +44,26 @@ def load_kodak(folder: Path | None = None, n: int | None = None) -> list[tuple[s
     return [(f.stem, io.imread(f)[..., :3].astype(np.float32) / 255.0) for f in files]
 
 
+def load_bsds_validation() -> list[tuple[str, np.ndarray]]:
+    """The held-out validation split of the training data (every 20th BSDS500 image), RGB
+    in [0, 1]: for choosing between models without looking at Kodak24."""
+    from ..training.data import _EXTS, ImageBank, default_data_dir, load_folder
+
+    folder = default_data_dir()
+    names = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in _EXTS)
+    bank = ImageBank(load_folder(folder))
+    val_names = [n for i, n in enumerate(names) if i % 20 == 19]
+    if len(val_names) != len(bank.val):
+        raise RuntimeError("could not match the validation images to their file names.")
+    return [
+        (n, np.broadcast_to(im, (*im.shape[:2], 3)).astype(np.float32) / 255.0)
+        for n, im in zip(val_names, bank.val, strict=True)
+    ]
+
+
+DATASETS = {"kodak24": load_kodak, "bsds-val": load_bsds_validation}
+
+
 def _noisy(img: np.ndarray, sigma: float, index: int) -> np.ndarray:
     rng = np.random.default_rng(1000 * index + round(sigma * 1000))
     return img + sigma * rng.standard_normal(img.shape).astype(np.float32)
@@ -63,28 +83,48 @@ def run(
     cache=None,
     oracle_iters=100,
     threads=0,
+    options=None,
+    dataset="kodak24",
     log=print,
 ) -> dict:
-    """Compute the table; returns ``{sigma: {row: {"psnr": mean, "seconds": mean}}}``."""
-    from ..models.io import load_model
+    """Compute the table; returns ``{sigma: {row: {"psnr": mean, "seconds": mean}}}``.
+
+    The baselines (global, oracle) run the kernel with the network's options (e.g. joint
+    colour distances), or with ``options`` when no model is loaded; cache keys carry the
+    variant (``nlm+joint|global|0.1|kodim01``).
+    """
+    from ..models.io import list_models, load_model
     from ..oracle import global_optimum, local_oracle
 
     if threads:
         torch.set_num_threads(threads)
-    images = load_kodak(n=n_images)
+    if dataset not in DATASETS:
+        raise ValueError(f"dataset must be one of {sorted(DATASETS)}, got {dataset!r}.")
+    images = DATASETS[dataset]()
+    images = images[:n_images] if n_images else images
     cache_path = Path(cache) if cache else None
     store = json.loads(cache_path.read_text()) if cache_path and cache_path.is_file() else {}
     net = None
-    if "network" in rows:
-        net, info = load_model(model or kernel)
-        store.setdefault("_models", {})[str(model or kernel)] = info["sha256"]
-    table = {}
+    name = model or kernel
+    if "network" in rows or str(name) in list_models() or str(name).endswith(".safetensors"):
+        net, info = load_model(name)
+        if net.kernel != kernel:
+            raise ValueError(f"model {name!r} drives kernel {net.kernel!r}, not {kernel!r}.")
+        store.setdefault("_models", {})[str(name)] = info["sha256"]
+        if options is not None and dict(options) != dict(net.options):
+            raise ValueError(f"options {options} differ from the model's {net.options}.")
+        options = dict(net.options)  # the baselines use the network's kernel options
+    options = dict(options or {})
+    variant = kernel + ("+joint" if options.get("joint") else "")
+    if dataset != "kodak24":
+        variant = f"{dataset}:{variant}"
+    table = {sigma: {} for sigma in sigmas}
+    per_row = {(sigma, row): ([], []) for sigma in sigmas for row in rows}
     for sigma in sigmas:
-        table[sigma] = {}
-        for row in rows:
-            vals, secs = [], []
-            for idx, (name, img) in enumerate(images):
-                key = f"{kernel}|{row}|{sigma}|{name}" + (
+        for idx, (img_name, img) in enumerate(images):
+            glob = None  # the global optimum of this image, reused as the oracle's start
+            for row in rows:
+                key = f"{variant}|{row}|{sigma}|{img_name}" + (
                     f"|{model}" if row == "network" and model else ""
                 )
                 if key not in store:
@@ -98,9 +138,11 @@ def run(
                             guide = x.mean(0, keepdim=True).expand_as(x) if net.guided else None
                             y = net(x, s, guide)[0]
                     elif row == "global":
-                        y = global_optimum(kernel, x, c, s).output
+                        glob = global_optimum(kernel, x, c, s, options=options)
+                        y = glob.output
                     elif row == "oracle":
-                        y = local_oracle(kernel, x, c, s, iters=oracle_iters).output
+                        kw = {"iters": oracle_iters, "options": options, "init": glob}
+                        y = local_oracle(kernel, x, c, s, **kw).output
                     else:
                         raise ValueError(f"unknown row {row!r}")
                     dt = time.perf_counter() - t0
@@ -108,8 +150,10 @@ def run(
                     store[key] = {"psnr": _psnr(out, img), "seconds": dt}
                     if cache_path:
                         cache_path.write_text(json.dumps(store, indent=1))
-                vals.append(store[key]["psnr"])
-                secs.append(store[key]["seconds"])
+                per_row[sigma, row][0].append(store[key]["psnr"])
+                per_row[sigma, row][1].append(store[key]["seconds"])
+        for row in rows:
+            vals, secs = per_row[sigma, row]
             table[sigma][row] = {"psnr": float(np.mean(vals)), "seconds": float(np.mean(secs))}
             log(
                 f"sigma {sigma}: {row:8s} {table[sigma][row]['psnr']:.2f} dB "
@@ -118,17 +162,19 @@ def run(
     return table
 
 
-def markdown(table: dict, rows, kernel: str, command: str) -> str:
+def markdown(table: dict, rows, kernel: str, command: str, *, paper: bool = True) -> str:
+    """The table in Markdown; ``paper`` adds the paper's Table 1 column (NLM on Kodak24)."""
+    paper = paper and kernel in ("nlm", "nlm-sigma")
     lines = [
         f"Command: `{command}`",
         "",
-        "| sigma | " + " | ".join(rows) + " | paper global / network / oracle |",
-        "|---" * (len(rows) + 2) + "|",
+        "| sigma | " + " | ".join(rows) + " |" + (" paper global / network / oracle |" * paper),
+        "|---" * (len(rows) + 1 + paper) + "|",
     ]
     for sigma, r in table.items():
         cells = [f"{r[row]['psnr']:.2f} dB ({r[row]['seconds']:.2f} s)" for row in rows]
-        paper = " / ".join(f"{v:.2f}" for v in PAPER.get(sigma, ())) if kernel == "nlm" else ""
-        lines.append(f"| {sigma} | " + " | ".join(cells) + f" | {paper} |")
+        ref = " " + " / ".join(f"{v:.2f}" for v in PAPER.get(sigma, ())) + " |" if paper else ""
+        lines.append(f"| {sigma} | " + " | ".join(cells) + " |" + ref)
     return "\n".join(lines)
 
 
@@ -141,9 +187,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sigmas", default="0.025,0.05,0.1,0.2")
     p.add_argument("--rows", default="global,network,oracle")
     p.add_argument("--images", type=int, default=None, help="first N images only")
+    p.add_argument(
+        "--dataset",
+        default="kodak24",
+        choices=sorted(DATASETS),
+        help="kodak24 (the paper's protocol) or bsds-val (the training data's held-out "
+        "split, for choosing between models)",
+    )
     p.add_argument("--oracle-iters", type=int, default=100)
     p.add_argument("--cache", default=None, help="JSON file caching per-image results")
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument(
+        "--options",
+        type=json.loads,
+        default=None,
+        help="kernel options as JSON for the baselines when no model is loaded "
+        "(default: the model's, e.g. {\"joint\": true} for the shipped nlm)",
+    )
     a = p.parse_args(argv)
     rows = a.rows.split(",")
     table = run(
@@ -155,6 +215,8 @@ def main(argv: list[str] | None = None) -> int:
         cache=a.cache,
         oracle_iters=a.oracle_iters,
         threads=a.threads,
+        options=a.options,
+        dataset=a.dataset,
     )
     import sys
 
@@ -164,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
             rows,
             a.kernel,
             "python -m pkn bench table1 " + " ".join(argv if argv is not None else sys.argv[1:]),
+            paper=a.dataset == "kodak24",
         )
     )
     return 0

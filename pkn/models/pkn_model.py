@@ -32,6 +32,7 @@ def run_filter(
     blur=None,
     size: tuple[int, int] | None = None,
     options: dict | None = None,
+    guide: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Run ``spec``'s classical filter on ``x`` with parameter maps on a ``1/factor`` grid.
 
@@ -49,7 +50,12 @@ def run_filter(
     size : (int, int)
         Output size for ``rbf``.
     options : dict
-        Extra keyword options for the kernel (e.g. ``patch_size``).
+        Extra keyword options for the kernel (e.g. ``patch_size``, ``joint``).
+    guide : torch.Tensor, optional
+        NLM/bilateral only: ``(B, K, H, W)`` image the patch distances are computed on
+        (with ``joint``: averaged over its ``K`` channels). With ``joint`` and no guide,
+        a batch of single-channel images is read as the channels of *one* image, and
+        all of them share the distances (the layout of :func:`pkn.restore`).
     """
     from .. import kernels as K
 
@@ -62,10 +68,8 @@ def run_filter(
         full[name] = m * strength if name in spec.strength and strength != 1.0 else m
     opts = dict(options or {})
     k = spec.name
-    if k == "nlm":
-        return K.nlm(x, full["sigma"], **opts)
-    if k == "bilateral":
-        return K.bilateral(x, full["sigma"], **opts)
+    if k in ("nlm", "nlm-sigma", "bilateral"):
+        return _nlm_filter(k, x, full, opts, guide)
     if k == "gaussian":
         return K.gaussian(x, full["sigma1"], **opts)
     if k == "anisotropic":
@@ -79,6 +83,23 @@ def run_filter(
             raise ValueError("rbf needs the output size.")
         return K.rbf_resample(x, full["sigma1"], full["sigma2"], full["rho"], size=size, **opts)
     raise ValueError(f"no filter for kernel {k!r}.")
+
+
+def _nlm_filter(k: str, x: torch.Tensor, full: dict, opts: dict, guide) -> torch.Tensor:
+    """NLM / bilateral with the model's maps; see :func:`run_filter` for ``guide``."""
+    from .. import kernels as K
+
+    fn = K.bilateral if k == "bilateral" else K.nlm
+    maps = {"sigma": full["sigma"]}
+    if "spatial_sigma" in full:
+        maps["spatial_sigma"] = full["spatial_sigma"]
+    if guide is not None:
+        return fn(x, **maps, guide=guide, **opts)
+    if opts.get("joint") and x.shape[1] == 1 and x.shape[0] > 1:
+        # (C, 1, H, W): the channels of one image -> (1, C, H, W), distances shared
+        maps = {n: m.transpose(0, 1) for n, m in maps.items()}
+        return fn(x.transpose(0, 1), **maps, **opts).transpose(0, 1)
+    return fn(x, **maps, **opts)
 
 
 class PKNModel(nn.Module):
@@ -110,6 +131,11 @@ class PKNModel(nn.Module):
     @property
     def guided(self) -> bool:
         return self.net.guided
+
+    @property
+    def joint(self) -> bool:
+        """NLM patch distances are averaged over all colour channels (option ``joint``)."""
+        return bool(self.options.get("joint", False))
 
     def predict_maps(
         self, x: torch.Tensor, noise_std: torch.Tensor, guide: torch.Tensor | None = None

@@ -88,6 +88,7 @@ _NLM_MULT = (0.0, 4.0)  # sigma = multiplier * local noise std
 _GAUSS = (0.0, 4.0)  # pixels
 _POLY = (-8.0, 8.0)  # reaches the cubic Neumann inverse (a, b, c, d) = (4, -6, 4, -1)
 _RBF = (0.0, 2.0)  # input pixels
+_SPATIAL = (0.0, 4.0)  # NLM spatial sigma, pixels (at 4 px the 5x5 search window is nearly flat)
 
 
 def _noise_relative(name: str):
@@ -127,7 +128,7 @@ def _independent(names, ranges, rho: bool = False):
 def _make() -> dict[str, KernelSpec]:
     specs = {}
     for name, desc in (
-        ("nlm", "non-local means (3x3 patches, 5x5 search), per-pixel signal sigma"),
+        ("nlm-sigma", "non-local means (3x3 patches, 5x5 search), per-pixel signal sigma only"),
         ("bilateral", "bilateral filter (5x5 window), per-pixel range sigma"),
     ):
         t, f = _noise_relative("sigma")
@@ -142,6 +143,29 @@ def _make() -> dict[str, KernelSpec]:
             (1.2,),
             {"sigma": "multiplier in [0, 4] times the local noise std"},
         )
+    t0, f0 = _noise_relative("sigma")
+    ts, fs = _independent(("spatial_sigma",), {"spatial_sigma": _SPATIAL})
+
+    def t_sp(raw, noise_std):
+        return {**t0(raw[:, 0:1], noise_std), **ts(raw[:, 1:2], noise_std)}
+
+    def f_sp(p, noise_std):
+        return torch.cat([f0(p, noise_std), fs(p, noise_std)], dim=1)
+
+    specs["nlm"] = KernelSpec(
+        "nlm",
+        "denoise",
+        ("sigma", "spatial_sigma"),
+        t_sp,
+        f_sp,
+        ("sigma",),
+        "non-local means (3x3 patches, 5x5 search), per-pixel signal sigma and spatial sigma",
+        (1.2, 2.0),
+        {
+            "sigma": "multiplier in [0, 4] times the local noise std",
+            "spatial_sigma": "[0, 4] px (Gaussian falloff over the search window)",
+        },
+    )
     r = {"sigma1": _GAUSS, "sigma2": _GAUSS}
     t, f = _independent(("sigma1",), r)
     specs["gaussian"] = KernelSpec(

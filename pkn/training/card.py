@@ -58,7 +58,7 @@ def write_card(model_file: Path, name: str, metrics_md: str = "", source: str = 
         f"- **Degradation**: {deg}",
         f"- **Training**: {cfg.get('iters')} iterations, batch {cfg.get('batch')}, crop "
         f"{cfg.get('crop')}, Adam lr {cfg.get('lr')} (cosine), loss {cfg.get('loss')}"
-        f"{' weighted by 1/noise variance' if cfg.get('noise_weighted') else ''}, seed "
+        f"{_weighting(cfg)}, seed "
         f"{cfg.get('seed')}; {train.get('seconds', 0) / 60:.1f} min on this machine's CPU",
         f"- **Validation PSNR** (BSDS held-out crops): {train.get('val_psnr', float('nan')):.2f} dB"
         + (f" (first check {hist[0]['psnr']:.2f} dB at step {hist[0]['step']})" if hist else ""),
@@ -99,3 +99,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"shipped {dst} ({dst.stat().st_size / 1024:.1f} kB) with card {card}")
     print(json.dumps({"sha256": file_sha256(dst)}))
     return 0
+
+
+def _weighting(cfg: dict) -> str:
+    """How the per-sample losses were weighted, for the card."""
+    if not cfg.get("noise_weighted"):
+        return ""
+    power = cfg.get("noise_power") or {"l2": 2.0, "l1": 1.0}.get(cfg.get("loss"), 0.0)
+    if power == 0:
+        return ""
+    return " weighted by 1/noise variance" if power == 2 else f" weighted by 1/noise std^{power:g}"
+

@@ -24,6 +24,8 @@ def _floats(text: str) -> tuple[float, ...]:
 
 
 def parser() -> argparse.ArgumentParser:
+    from ..models.procedural import KERNELS
+
     d = TrainConfig()
     p = argparse.ArgumentParser(
         prog="python -m pkn train",
@@ -33,7 +35,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--kernel",
         default=d.kernel,
-        choices=["nlm", "bilateral", "gaussian", "anisotropic", "polyblur", "rbf"],
+        choices=sorted(KERNELS),
     )
     p.add_argument("--out", default=None, help="run folder (default runs/KERNEL)")
     p.add_argument(
@@ -70,6 +72,13 @@ def parser() -> argparse.ArgumentParser:
         dest="noise_weighted",
         action="store_false",
         help="plain loss average (default: each sample's loss / its noise level)",
+    )
+    p.add_argument(
+        "--noise-power",
+        type=float,
+        default=d.noise_power,
+        help="noise weighting: divide each sample's loss by its noise std to this power "
+        "(default 0: the loss's own, l2: 2 = 1/variance, l1: 1)",
     )
     p.add_argument(
         "--guided",

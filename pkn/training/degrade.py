@@ -30,14 +30,16 @@ __all__ = [
 @dataclass
 class Degraded:
     """A degraded batch: ``x`` (input), ``noise_std`` (map or per-image), ``target``,
-    per-sample filter options (``blur``: a PSF tensor; ``size``: output size) and an
-    optional ``guide`` for guided networks."""
+    per-sample filter options (``blur``: a PSF tensor; ``size``: output size), an
+    optional ``guide`` for guided networks and, for denoising, ``colour``: all noisy
+    channels of each sample's image ``(B, K, H, W)`` (joint NLM distances)."""
 
     x: torch.Tensor
     noise_std: torch.Tensor
     target: torch.Tensor
     options: list[dict] = field(default_factory=list)
     guide: torch.Tensor | None = None
+    colour: torch.Tensor | None = None
 
 
 def _randn(rng: np.random.Generator, shape) -> torch.Tensor:

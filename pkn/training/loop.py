@@ -43,6 +43,7 @@ class TrainConfig:
     scales: tuple[float, ...] = (1.5, 2.0, 3.0)
     widths: tuple[int, int, int] = (12, 16, 24)
     noise_weighted: bool = True  # divide each sample's loss by its noise level (l2: variance)
+    noise_power: float = 0.0  # > 0: divide each sample's loss by noise std ** noise_power instead
     guided: bool = False  # denoising: the network also sees the mean of the noisy channels
     p_gray: float = 0.25  # guided: fraction of samples treated as gray (guide = the channel)
     options: dict = field(default_factory=dict)
@@ -56,7 +57,8 @@ class TrainConfig:
 
 def _one_channel(d: degrade.Degraded, rng: np.random.Generator, p_gray: float):
     """From a multi-channel noisy batch keep one random channel per sample, with the mean
-    of the noisy channels as guide (or the channel itself for a fraction ``p_gray``)."""
+    of the noisy channels as guide (or the channel itself for a fraction ``p_gray``,
+    whose ``colour`` stack is then that channel repeated: joint distances = its own)."""
     B, C = d.x.shape[:2]
     idx = torch.from_numpy(rng.integers(C, size=B))
     take = torch.arange(B)
@@ -64,7 +66,8 @@ def _one_channel(d: degrade.Degraded, rng: np.random.Generator, p_gray: float):
     ns = d.noise_std if d.noise_std.shape[1] == 1 else d.noise_std[take, idx][:, None]
     guide = d.x.mean(1, keepdim=True)
     gray = torch.from_numpy(rng.uniform(size=B) < p_gray).view(B, 1, 1, 1)
-    return degrade.Degraded(x, ns, t, d.options, torch.where(gray, x, guide))
+    colour = torch.where(gray, x.expand_as(d.x), d.x)  # (B, C, s, s)
+    return degrade.Degraded(x, ns, t, d.options, torch.where(gray, x, guide), colour)
 
 
 def _noisy(cfg: TrainConfig, clean: torch.Tensor, rng: np.random.Generator):
@@ -99,7 +102,8 @@ def restore_batch(model: PKNModel, d: degrade.Degraded):
     """Run ``model`` on a degraded batch (per-sample blur/size options handled)."""
     maps = model.predict_maps(d.x, d.noise_std, d.guide)
     if not d.options:
-        return model.filter(d.x, maps), maps
+        kw = {"guide": d.colour} if model.joint and d.colour is not None else {}
+        return model.filter(d.x, maps, **kw), maps
     outs = []
     for i, o in enumerate(d.options):
         mi = {k: v[i : i + 1] for k, v in maps.items()}
@@ -129,7 +133,8 @@ def _validation_set(cfg, bank, task):
         ns = ns.repeat_interleave(C, 0) if ns.shape[1] == 1 else ns.reshape(B * C, 1, H, W)
         guide = d.x.mean(1, keepdim=True).repeat_interleave(C, 0)
         flat = d.x.reshape(B * C, 1, H, W)
-        batches.append(degrade.Degraded(flat, ns, c.reshape(B * C, 1, H, W), [], guide))
+        colour = d.x.repeat_interleave(C, 0)  # (B*C, C, H, W)
+        batches.append(degrade.Degraded(flat, ns, c.reshape(B * C, 1, H, W), [], guide, colour))
     return batches
 
 
@@ -204,7 +209,8 @@ def _train(cfg: TrainConfig, progress: bool) -> dict:
             # every noise level counts alike: otherwise the loss (and the gradient) is
             # dominated by the noisiest samples, and low noise is barely learned
             var = d.noise_std.square().flatten(1).mean(1).clamp_min(1e-8)  # (B,)
-            per = per / (var if cfg.loss == "l2" else var.sqrt() if cfg.loss == "l1" else 1.0)
+            power = cfg.noise_power or {"l2": 2.0, "l1": 1.0}.get(cfg.loss, 0.0)
+            per = per / (var if power == 2 else var.sqrt() if power == 1 else var.pow(power / 2))
         loss = per.mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()

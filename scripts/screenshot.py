@@ -5,8 +5,8 @@ Run under a display (a virtual one works):
     xvfb-run -a -s "-screen 0 1600x1200x24" .venv/bin/python scripts/screenshot.py
 
 Restores the noisy sample and shows, in napari's grid mode (all cells share the same world
-coordinates and camera), the noisy input, the restored image, the NLM sigma map and the
-clean reference, each cell labelled with its layer name, the sigma map with a colorbar;
+coordinates and camera), the noisy input, the restored image, the NLM sigma and spatial sigma maps and the
+clean reference, each cell labelled with its layer name, the maps with colorbars;
 probes one pixel (its weights are reported in the widget), and saves
 ``viewer.screenshot(canvas_only=False)`` (the whole window).
 """
@@ -41,7 +41,7 @@ def main(out: Path = OUT) -> Path:
     viewer, widget = open_viewer(run=False, show=True)
     app = QApplication.instance()
     qt_window = viewer.window._qt_window
-    qt_window.resize(1600, 1000)
+    qt_window.resize(1600, 1150)
     dock = viewer.window._qt_viewer.dockLayerList
     qt_window.resizeDocks([dock], [380], Qt.Orientation.Horizontal)
     widget.form.strength.setValue(1.0)
@@ -56,12 +56,13 @@ def main(out: Path = OUT) -> Path:
     clean.visible = True
     layers.move(layers.index(clean), len(layers))
     viewer.grid.enabled = True
-    viewer.grid.shape = (2, 2)
+    viewer.grid.shape = (3, 2)  # noisy, restored / sigma, spatial sigma / clean
     for layer in layers:  # each grid cell is labelled with its layer's name
         layer.name_overlay.visible = True
-    sigma = layers[-2]
-    sigma.colorbar.visible = True  # sigma in the image's intensity units
-    layers.selection.active = sigma  # its layer controls are shown
+    maps = [ly for ly in layers if ly.name.endswith(("] sigma", "] spatial_sigma"))]
+    for m in maps:  # sigma in the image's intensity units, spatial sigma in pixels
+        m.colorbar.visible = True
+    layers.selection.active = maps[0]  # its layer controls are shown
     viewer.reset_view()
     viewer.camera.zoom *= 0.88  # room for the colorbar beside the map
     for _ in range(25):

@@ -91,7 +91,8 @@ def run(
 
     The baselines (global, oracle) run the kernel with the network's options (e.g. joint
     colour distances), or with ``options`` when no model is loaded; cache keys carry the
-    variant (``nlm+joint|global|0.1|kodim01``).
+    variant (``nlm+joint|global|0.1|kodim01``), network keys also the model's name and
+    file hash (a retrained model is measured afresh).
     """
     from ..models.io import list_models, load_model
     from ..oracle import global_optimum, local_oracle
@@ -110,12 +111,12 @@ def run(
         net, info = load_model(name)
         if net.kernel != kernel:
             raise ValueError(f"model {name!r} drives kernel {net.kernel!r}, not {kernel!r}.")
-        store.setdefault("_models", {})[str(name)] = info["sha256"]
+        net_sha = info["sha256"]
         if options is not None and dict(options) != dict(net.options):
             raise ValueError(f"options {options} differ from the model's {net.options}.")
         options = dict(net.options)  # the baselines use the network's kernel options
     options = dict(options or {})
-    variant = kernel + ("+joint" if options.get("joint") else "")
+    variant = kernel + ("+joint" if options.get("joint") else "")  # of the baselines' kernel
     if dataset != "kodak24":
         variant = f"{dataset}:{variant}"
     table = {sigma: {} for sigma in sigmas}
@@ -124,9 +125,9 @@ def run(
         for idx, (img_name, img) in enumerate(images):
             glob = None  # the global optimum of this image, reused as the oracle's start
             for row in rows:
-                key = f"{variant}|{row}|{sigma}|{img_name}" + (
-                    f"|{model}" if row == "network" and model else ""
-                )
+                key = f"{variant}|{row}|{sigma}|{img_name}"
+                if row == "network":  # a retrained model must not reuse old results
+                    key += f"|{Path(str(name)).stem}@{net_sha[:12]}"
                 if key not in store:
                     noisy = _noisy(img, sigma, idx)
                     x = torch.from_numpy(noisy).permute(2, 0, 1)[:, None].contiguous()

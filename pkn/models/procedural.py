@@ -163,7 +163,7 @@ def _make() -> dict[str, KernelSpec]:
         (1.2, 2.0),
         {
             "sigma": "multiplier in [0, 4] times the local noise std",
-            "spatial_sigma": "[0, 4] px (Gaussian falloff over the search window)",
+            "spatial_sigma": "[0, 4] px, Gaussian falloff over the search window",
         },
     )
     r = {"sigma1": _GAUSS, "sigma2": _GAUSS}

@@ -46,6 +46,11 @@ def write_card(model_file: Path, name: str, metrics_md: str = "", source: str = 
         "",
         f"- **Kernel**: `{model.kernel}` — {spec.description}",
         f"- **Task**: {task}",
+        *(
+            [f"- **Kernel options**: {_options_text(model.options)}"]
+            if model.options
+            else []
+        ),
         "- **Parameter maps**: "
         + ", ".join(f"`{p}` ({spec.ranges.get(p, '')})" for p in spec.params)
         + ", predicted at half resolution",
@@ -109,4 +114,12 @@ def _weighting(cfg: dict) -> str:
     if power == 0:
         return ""
     return " weighted by 1/noise variance" if power == 2 else f" weighted by 1/noise std^{power:g}"
+
+
+def _options_text(options: dict) -> str:
+    """The model's fixed kernel options, in words where they have a meaning to explain."""
+    words = {"joint": "joint colour distances (NLM patch distances averaged over all channels)"}
+    return "; ".join(
+        words[k] if k in words and v is True else f"`{k}={v!r}`" for k, v in options.items()
+    )
 

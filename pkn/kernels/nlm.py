@@ -139,7 +139,7 @@ def nlm(
         it = s[:, :, r0:r1].clamp_min(_SIGMA_FLOOR).square().mul(-2.0 * ps * ps * K).reciprocal()
         centre = gt[:, :, sr : sr + h + 2 * pr, sr : sr + W + 2 * pr]
         num = xt[:, :, sr : sr + h, sr : sr + W].clone()  # centre offset: weight 1
-        ebuf = None if grad else torch.empty_like(num)
+        ebuf = torch.empty_like(num) if joint and not grad else None  # (B, C, h, W)
         den = None
         for dy, dx in offsets:
             shifted = gt[:, :, sr + dy : sr + dy + h + 2 * pr, sr + dx : sr + dx + W + 2 * pr]

@@ -113,12 +113,11 @@ def nlm(
             )
         g = guide.to(x.dtype)
     s = as_map(sigma, x, "sigma", low=0.0)
-    q = None  # 1 / (2 sigma_s^2): multiplies |o|^2 in the exponent
+    q = None  # the spatial sigma map (per band below: -|o|^2 / (2 q^2) in the exponent)
     if spatial_sigma is not None:
         q = as_map(spatial_sigma, x, "spatial_sigma", low=0.0)
         if q.stride(-1) == 0 and q.stride(-2) == 0:  # a number: one value for all pixels
             q = q[..., :1, :1]
-        q = q.clamp_min(_SIGMA_FLOOR).square().mul(2.0).reciprocal()
 
     K = g.shape[1] if joint else 1
     grad = torch.is_grad_enabled() and any(
@@ -135,11 +134,16 @@ def nlm(
         gt = gp[:, :, r0 : r1 + 2 * R]
         xt = xp[:, :, r0 : r1 + 2 * sr]
         # -1 / (2 sigma^2 |P| K): multiplies the patch *sum* of squared differences
-        qt = None if q is None else q if q.shape[-2] == 1 else q[:, :, r0:r1]  # (B, 1|C, h, W)
         it = s[:, :, r0:r1].clamp_min(_SIGMA_FLOOR).square().mul(-2.0 * ps * ps * K).reciprocal()
+        qo = {}  # |o|^2 -> -|o|^2 / (2 sigma_s^2), the spatial part of the exponent
+        if q is not None:
+            qt = q if q.shape[-2] == 1 else q[:, :, r0:r1]  # (B, 1|C, h|1, W|1)
+            qt = qt.clamp_min(_SIGMA_FLOOR).square().mul(-2.0).reciprocal()
+            for o2 in sorted({dy * dy + dx * dx for dy, dx in offsets}):
+                qo[o2] = qt * float(o2)
         centre = gt[:, :, sr : sr + h + 2 * pr, sr : sr + W + 2 * pr]
         num = xt[:, :, sr : sr + h, sr : sr + W].clone()  # centre offset: weight 1
-        ebuf = torch.empty_like(num) if joint and not grad else None  # (B, C, h, W)
+        ebuf = None  # (B, C, h, W) when the exponent is wider than the distance (joint)
         den = None
         for dy, dx in offsets:
             shifted = gt[:, :, sr + dy : sr + dy + h + 2 * pr, sr + dx : sr + dx + W + 2 * pr]
@@ -147,13 +151,15 @@ def nlm(
             if joint:
                 d = d.sum(1, keepdim=True)  # (B, 1, h+2pr, W+2pr)
             d = _box(d, ps)  # (B, 1|Cg, h, W)
+            sp = qo.get(dy * dy + dx * dx)  # None without a spatial sigma
             if grad:
-                e = d * it
-            else:  # joint distances with per-channel sigmas broadcast to (B, C, h, W)
-                e = d.mul_(it) if d.shape[1] == it.shape[1] else torch.mul(d, it, out=ebuf)
-            if qt is not None:
-                o2 = float(dy * dy + dx * dx)
-                e = e - qt * o2 if grad else e.sub_(qt, alpha=o2)
+                e = d * it if sp is None else torch.addcmul(sp, d, it)
+            else:  # one pass, into d unless the exponent broadcasts wider
+                shape = torch.broadcast_shapes(d.shape, it.shape, (d if sp is None else sp).shape)
+                if shape != d.shape and ebuf is None:
+                    ebuf = torch.empty(shape, dtype=d.dtype, device=d.device)
+                out = d if shape == d.shape else ebuf
+                e = torch.mul(d, it, out=out) if sp is None else torch.addcmul(sp, d, it, out=out)
             w = e.exp() if grad else e.exp_()  # (B, 1|C, h, W)
             v = xt[:, :, sr + dy : sr + dy + h, sr + dx : sr + dx + W]  # (B, C, h, W)
             if grad:

@@ -5,8 +5,9 @@ Run under a display (a virtual one works):
     xvfb-run -a -s "-screen 0 1600x1200x24" .venv/bin/python scripts/screenshot.py
 
 Restores the noisy sample and shows, in napari's grid mode (all cells share the same world
-coordinates and camera), the noisy input, the restored image, the NLM sigma and spatial sigma maps and the
-clean reference, each cell labelled with its layer name, the maps with colorbars;
+coordinates and camera), the noisy input, the restored image, the NLM sigma and spatial
+sigma maps and the clean reference, each cell labelled with its layer name, the maps with
+colorbars;
 probes one pixel (its weights are reported in the widget), and saves
 ``viewer.screenshot(canvas_only=False)`` (the whole window).
 """

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import math
 
 import numpy as np
@@ -275,3 +276,26 @@ def test_huge_logits_stay_finite(case, dtype, signs):
     lo, hi = _window_min_max(x.double(), K)
     tol = 1e-5 if dtype == torch.float32 else 1e-12
     assert (y.double().numpy() >= lo - tol).all() and (y.double().numpy() <= hi + tol).all()
+
+
+@pytest.mark.parametrize("wshape", [(16, 75), (32, 150), (11, 50), (1, 150)])
+def test_inference_bands_match_unfold_reference(wshape, monkeypatch):
+    # the no-grad path resamples the logits band by band (integer factors by strided lerps)
+    kpn_module = importlib.import_module("pkn.kernels.kpn")
+    monkeypatch.setattr(kpn_module, "_TILE", 9 * 150 * 5)  # bands of a few rows
+    x = _rand(2, 2, 32, 150, seed=12)
+    w = 3.0 * _randn(1, 9, *wshape, seed=13)
+    with torch.no_grad():
+        y = kpn(x, w)
+    torch.testing.assert_close(y, unfold_kpn(x, w, 3, False), rtol=1e-6, atol=1e-12)
+    y32 = kpn(x.float(), w.float()).detach()
+    torch.testing.assert_close(y32, y.float(), rtol=2e-5, atol=2e-6)
+
+
+def test_inference_does_not_modify_inputs():
+    x = _rand(1, 1, 10, 12, seed=14)
+    for w in (_randn(1, 9, 10, 12, seed=15), _randn(1, 9, 5, 6, seed=15)):  # view / resampled
+        w0, x0 = w.clone(), x.clone()
+        with torch.no_grad():
+            kpn(x, w)
+        assert torch.equal(w, w0) and torch.equal(x, x0)

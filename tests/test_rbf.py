@@ -428,3 +428,38 @@ def test_property_no_nan_or_inf_at_extremes(data, dtype):
     y.mul(torch.linspace(-1, 1, y.numel(), dtype=dtype).view_as(y)).sum().backward()
     for t in (x, *maps):
         assert torch.isfinite(t.grad).all()
+
+
+@pytest.mark.parametrize("scale", [2, 3, 0.5, 1, (2, 3), 4, 1.5])
+@pytest.mark.parametrize("tile", [1, 1 << 22])
+def test_strided_window_rows_match_autograd_path(scale, tile, monkeypatch):
+    # Without gradients, where the output rows of a phase read equally spaced input rows
+    # (integer and simple rational factors, away from mirrored borders), the window rows
+    # are strided views instead of gathers; the autograd path always gathers.
+    monkeypatch.setattr(rbf_mod, "_TILE_TARGET", tile)
+    used = []
+    phases = rbf_mod._phases
+    monkeypatch.setattr(rbf_mod, "_phases", lambda *a: used.append(phases(*a)) or used[-1])
+    x = _rand(2, 2, 13, 17, seed=21)
+    s1 = _rand(1, 1, 5, 6, lo=0.3, hi=1.3, seed=22)
+    s2 = _rand(2, 1, 5, 6, lo=0.3, hi=1.3, seed=23)
+    rho = _rand(1, 2, 5, 6, lo=-0.5, hi=0.5, seed=24)
+    with torch.no_grad():
+        y0 = rbf_resample(x, s1, s2, rho, scale=scale)
+    y1 = rbf_resample(x.requires_grad_(), s1, s2, rho, scale=scale).detach()
+    torch.testing.assert_close(y0, y1, rtol=1e-12, atol=1e-12)
+    if tile == 1 and scale in (2, 3, 0.5, 1, (2, 3), 4):
+        assert any(p is not None for p in used)  # the strided path was taken
+    if scale == 1.5:  # 13 -> 20 rows: no small period
+        assert all(p is None for p in used)
+
+
+def test_resampled_maps_and_radius_without_gradient():
+    # maps on their own grid are resampled band by band; the radius comes from the exact
+    # maximum of the resampled maps (a spike is lowered by the interpolation)
+    x = _rand(1, 1, 9, 11, seed=25)
+    s1 = torch.full((1, 1, 4, 5), 0.2, dtype=torch.float64)
+    s1[..., 2, 2] = 1.0  # resampled to 0.5625 + 0.0875 at most: radius 2, not 3
+    with torch.no_grad():
+        y = rbf_resample(x, s1, scale=2)
+    torch.testing.assert_close(y, reference(x, s1, None, None, 18, 22), rtol=1e-6, atol=1e-12)

@@ -20,6 +20,7 @@ Param = float | torch.Tensor
 
 __all__ = [
     "Param",
+    "all_finite",
     "as_map",
     "check_image",
     "check_stack",
@@ -30,6 +31,18 @@ __all__ = [
 ]
 
 _FLOAT_DTYPES = (torch.float32, torch.float64)
+
+
+def all_finite(t: torch.Tensor) -> bool:
+    """Whether every element of ``t`` is finite, usually from a single sum.
+
+    A NaN or an Inf makes the sum non-finite, so a finite sum proves the tensor finite;
+    only a non-finite sum (possibly an overflow of finite values) needs the full scan.
+    """
+    with torch.no_grad():
+        if math.isfinite(float(t.sum())):
+            return True
+        return bool(torch.isfinite(t).all())
 
 
 def check_image(x: torch.Tensor, name: str = "x", *, min_size: int = 1) -> None:
@@ -56,7 +69,7 @@ def check_image(x: torch.Tensor, name: str = "x", *, min_size: int = 1) -> None:
             f"{name} is {x.shape[-2]}x{x.shape[-1]} pixels; this operation needs at least "
             f"{min_size}x{min_size}."
         )
-    if not bool(torch.isfinite(x).all()):
+    if not all_finite(x):
         raise ValueError(
             f"{name} contains NaN or Inf values; replace them first (e.g. torch.nan_to_num)."
         )
@@ -79,11 +92,10 @@ def check_stack(p: object, x: torch.Tensor, name: str, shape_text: str) -> torch
         raise ValueError(f"{name} is empty: shape {tuple(p.shape)}.")
     if not p.is_floating_point():
         p = p.to(x.dtype)
-    with torch.no_grad():
-        if not bool(torch.isfinite(p).all()):
-            raise ValueError(
-                f"{name} contains NaN or Inf values; replace them first (e.g. torch.nan_to_num)."
-            )
+    if not all_finite(p):
+        raise ValueError(
+            f"{name} contains NaN or Inf values; replace them first (e.g. torch.nan_to_num)."
+        )
     return p.to(dtype=x.dtype, device=x.device)
 
 

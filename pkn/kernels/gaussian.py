@@ -8,7 +8,8 @@ from numbers import Real
 import torch
 from torch import nn
 
-from ._common import Param, as_map, check_image, max_value, odd_int, pad, row_tiles
+from ._band import as_map_fast, pad_band, resample_rows, resampled_radius
+from ._common import Param, as_map, check_image, odd_int, pad, row_tiles
 
 __all__ = ["Gaussian", "gaussian"]
 
@@ -16,6 +17,8 @@ _SIGMA_FLOOR = 1e-10  # keeps 1 / sigma^2 finite: sigma -> 0 is the identity, ne
 _RHO_CAP = 1.0 - 1e-6  # keeps 1 / (1 - rho^2) finite: rho -> +-1 never gives NaN
 _TRUNCATE = 3.0  # default window radius in sigmas
 _TILE = 1 << 17  # elements per band of rows and per map (see row_tiles)
+# Without a gradient, exponents are kept in base 2 (times log2(e)): exp2 is faster than exp.
+_LOG2E = 1.0 / math.log(2.0)
 
 
 def _exp_limit(dtype: torch.dtype) -> float:
@@ -24,16 +27,37 @@ def _exp_limit(dtype: torch.dtype) -> float:
     return 0.9 * min(math.log(info.max), -math.log(info.tiny))
 
 
-def _map(p: Param, x: torch.Tensor, name: str, **limits: float) -> torch.Tensor:
+def _map(p: Param, x: torch.Tensor, name: str, grad: bool, **limits: float) -> torch.Tensor:
     """``as_map``, keeping axes that are constant (numbers, 1x1 maps) at size 1.
 
     Constant parameters then cost one value instead of a full map in every operation below.
+    Without ``grad``, maps are validated (``as_map_fast``) but kept at their own resolution:
+    :func:`_band` resamples them band by band.
     """
-    m = as_map(p, x, name, **limits)
+    if grad:
+        m = as_map(p, x, name, **limits)
+    else:
+        own = tuple(p.shape[-2:]) if isinstance(p, torch.Tensor) and p.ndim == 4 else None
+        m = as_map_fast(p, x, name, size=own, **limits)
     index = tuple(
         slice(0, 1) if m.stride(i) == 0 and m.shape[i] > 1 else slice(None) for i in range(4)
     )
     return m[index]
+
+
+def _band(m: torch.Tensor, r0: int, r1: int, size: tuple[int, int], new, name: str):
+    """Rows ``r0:r1`` of a map bilinearly resampled to ``size`` (scratch ``name``), or a view
+    when no axis needs resampling (full size, or size 1: broadcast)."""
+    (h, w), (H, W) = m.shape[-2:], size
+    if h in (1, H) and w in (1, W):
+        return _rows(m, r0, r1)
+    tmp = new(name + "t", (*m.shape[:2], r1 - r0, w))
+    return resample_rows(m, size, r0, r1, out=new(name, (*m.shape[:2], r1 - r0, W)), tmp=tmp)
+
+
+def _broadcast(*shapes: tuple[int, ...]) -> tuple[int, ...]:
+    """``torch.broadcast_shapes`` of 4-d shapes, without its Python overhead."""
+    return tuple(0 if 0 in d else max(d) for d in zip(*shapes, strict=True))
 
 
 def _rows(m: torch.Tensor, r0: int, r1: int) -> torch.Tensor:
@@ -50,7 +74,7 @@ class _Scratch:
     """
 
     def __init__(self, like: torch.Tensor):
-        self.like, self.store = like, {}
+        self.like, self.store, self.cache = like, {}, {}
 
     def __call__(self, name: str, shape: tuple[int, ...]) -> torch.Tensor:
         n = math.prod(shape)
@@ -58,6 +82,14 @@ class _Scratch:
         if buf is None or buf.numel() < n:
             buf = self.store[name] = torch.empty(n, dtype=self.like.dtype, device=self.like.device)
         return buf[:n].view(shape)
+
+    def views(self, name: str, t: torch.Tensor, make):
+        """``make(t)`` (views of ``t``), made once per buffer and shape: the bands reuse the
+        same buffers, so their many views need not be made again for every band."""
+        key = (name, t.data_ptr(), tuple(t.shape), t.stride())
+        if key not in self.cache:
+            self.cache[key] = make(t)
+        return self.cache[key]
 
 
 def _no_scratch(name: str, shape: tuple[int, ...]) -> None:
@@ -75,11 +107,6 @@ def _add(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor | None) -> torch.Te
     return a + b if out is None else torch.add(a, b, out=out)
 
 
-def _mul(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor | None) -> torch.Tensor:
-    """``a * b``, into ``out`` when one is given."""
-    return a * b if out is None else torch.mul(a, b, out=out)
-
-
 def _shifts(xt: torch.Tensor, r: int) -> list[tuple[torch.Tensor, ...]]:
     """Views ``v[r + dy][r + dx]`` of a padded band ``(B, C, h+2r, W+2r)``: ``x(p + (dx, dy))``.
 
@@ -90,15 +117,35 @@ def _shifts(xt: torch.Tensor, r: int) -> list[tuple[torch.Tensor, ...]]:
     return [row.unbind(0) for row in grid.unbind(0)]
 
 
-def _squares(q: torch.Tensor, r: int, out: torch.Tensor | None) -> torch.Tensor:
-    """``exp(q d^2)`` for ``d = 1..r``, stacked: ``(r, *q.shape)``."""
-    d2 = torch.arange(1, r + 1, dtype=q.dtype, device=q.device).square()
-    e = _mul(q.unsqueeze(0), d2.view(-1, *([1] * q.ndim)), out)
-    return e.exp() if out is None else e.exp_()
+def _squares(
+    q: torch.Tensor, r: int, out: torch.Tensor | None, tmp: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``exp(q d^2)`` for ``d = 1..r``, stacked: ``(r, *q.shape)``; ``2^(q d^2)`` into ``out``.
+
+    Given ``tmp`` (scratch ``(2, *q.shape)``; only where ``2^(q r^2)`` is a normal number, so
+    that no factor underflows): running products of ``E = 2^q``, ``E^((d+1)^2) = E^(d^2)
+    E^(2d+1)``, with a relative error of a few ulps per factor, as for one power.
+    """
+    if out is None:  # out of place, for autograd
+        d2 = torch.arange(1, r + 1, dtype=q.dtype, device=q.device).square()
+        return (q.unsqueeze(0) * d2.view(-1, *([1] * q.ndim))).exp()
+    if tmp is None:
+        d2 = torch.arange(1, r + 1, dtype=q.dtype, device=q.device).square()
+        return torch.mul(q.unsqueeze(0), d2.view(-1, *([1] * q.ndim)), out=out).exp2_()
+    e = torch.exp2(q, out=out[0])  # E
+    if r > 1:
+        e2 = torch.mul(e, e, out=tmp[0])  # E^2
+        step = torch.mul(e2, e, out=tmp[1])  # E^(2d+1)
+        for d in range(1, r):
+            if d > 1:
+                step.mul_(e2)
+            torch.mul(out[d - 1], step, out=out[d])  # E^((d+1)^2)
+    return out
 
 
 def _powers(b: torch.Tensor, r: int, out: torch.Tensor | None) -> torch.Tensor:
-    """``exp(b d)`` (first row) and ``exp(-b d)`` (second) for ``d = 1..r``: ``(2, r, *b.shape)``.
+    """``exp(b d)`` (first row) and ``exp(-b d)`` (second) for ``d = 1..r``: ``(2, r, *b.shape)``;
+    into ``out`` only ``2^(b d)``, ``(r, *b.shape)`` (divisions give the negative powers).
 
     Built as running products of ``exp(+-b)`` (relative error below ``r`` ulps).
     """
@@ -108,10 +155,9 @@ def _powers(b: torch.Tensor, r: int, out: torch.Tensor | None) -> torch.Tensor:
         for _ in range(r - 1):
             rows.append(rows[-1] * e1)
         return torch.stack(rows, 1)
-    torch.exp(b, out=out[0, 0])
-    torch.neg(b, out=out[1, 0]).exp_()
+    torch.exp2(b, out=out[0])
     for d in range(1, r):
-        torch.mul(out[:, d - 1], out[:, 0], out=out[:, d])
+        torch.mul(out[d - 1], out[0], out=out[d])
     return out
 
 
@@ -187,33 +233,43 @@ def gaussian(
     ----------
     .. [1] B. Wronski, "Procedural Kernel Networks", arXiv:2112.09318, 2021 (eq. 12).
     """
+    grad = torch.is_grad_enabled() and any(
+        isinstance(t, torch.Tensor) and t.requires_grad for t in (x, sigma1, sigma2, rho)
+    )
     check_image(x)
     if sigma2 is None and rho is not None:
         raise ValueError(
             "rho needs sigma2: pass sigma2=sigma1 for a correlated Gaussian with equal "
             "sigmas (sigma2=None means the isotropic blur, rho = 0)."
         )
-    s1 = _map(sigma1, x, "sigma1", low=0.0)
-    s2 = s1 if sigma2 is None else _map(sigma2, x, "sigma2", low=0.0)
-    rh = None if rho is None else _map(rho, x, "rho", low=-1.0, high=1.0)
+    B, C, H, W = x.shape
+    s1 = _map(sigma1, x, "sigma1", grad, low=0.0)
+    s2 = s1 if sigma2 is None else _map(sigma2, x, "sigma2", grad, low=0.0)
+    rh = None if rho is None else _map(rho, x, "rho", grad, low=-1.0, high=1.0)
     if size is None:
-        r = math.ceil(_TRUNCATE * max(max_value(s1), max_value(s2)))
+        r = resampled_radius([s1, s2], (H, W), lambda m: math.ceil(_TRUNCATE * m))
     else:
         r = odd_int(size, "size") // 2
     if r == 0:  # 1x1 window: the identity
         return x.clone()
-    params = [t for t in (x, s1, s2, rh) if t is not None]
-    grad = torch.is_grad_enabled() and any(t.requires_grad for t in params)
     separable = rh is None or (isinstance(rho, Real) and float(rho) == 0.0)
-    B, C, H, W = x.shape
-    xp = pad(x, r)  # (B, C, H+2r, W+2r)
+    xp = pad(x, r) if grad else None  # (B, C, H+2r, W+2r); without grad, band by band
     depth = B * C * (4 if grad else 1)
     y = None if grad else torch.empty_like(x)
     scratch = _no_scratch if grad else _Scratch(x)
     tiles = []
     for r0, r1 in row_tiles(H, W + 2 * r, depth, target=_TILE):
-        xt = xp[:, :, r0 : r1 + 2 * r]  # (B, C, h+2r, W+2r)
-        st = [_rows(m, r0, r1) for m in (s1, s2, rh) if m is not None]
+        if grad:
+            xt = xp[:, :, r0 : r1 + 2 * r]  # (B, C, h+2r, W+2r)
+        else:
+            xt = pad_band(x, r, r0, r1, scratch("xt", (B, C, r1 - r0 + 2 * r, W + 2 * r)))
+        st = [
+            _band(m, r0, r1, (H, W), scratch, n)
+            for m, n in ((s1, "s1"), (s2, "s2"), (rh, "rh"))
+            if m is not None
+        ]
+        if s2 is s1:
+            st[1] = st[0]
         out = None if grad else y[:, :, r0:r1]
         if separable:
             tiles.append(_separable_tile(xt, r, *st[:2], same=s2 is s1, out=out, new=scratch))
@@ -227,7 +283,8 @@ def gaussian(
 def _coefficients(
     s1: torch.Tensor, s2: torch.Tensor, rho: torch.Tensor, new
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``a = -1/(2 s1^2 (1-r^2))``, ``b = r / (s1 s2 (1-r^2))``, ``c = -1/(2 s2^2 (1-r^2))``.
+    """``a = -1/(2 s1^2 (1-r^2))``, ``b = r / (s1 s2 (1-r^2))``, ``c = -1/(2 s2^2 (1-r^2))``,
+    times ``log2(e)`` with scratch buffers (no gradient: base-2 exponents).
 
     Sigmas are clamped to at least ``1e-10`` and ``|r|`` to at most ``1 - 1e-6``; ``1 - r^2``
     is taken as ``(1 - r)(1 + r)`` (accurate near ``|r| = 1``).
@@ -241,13 +298,15 @@ def _coefficients(
     u1 = torch.clamp(s1, min=_SIGMA_FLOOR, out=new("u1", s1.shape)).reciprocal_()
     u2 = torch.clamp(s2, min=_SIGMA_FLOOR, out=new("u2", s2.shape)).reciprocal_()
     rc = torch.clamp(rho, -_RHO_CAP, _RHO_CAP, out=new("rc", rho.shape))
-    k = torch.neg(rc, out=new("k", rho.shape)).add_(1.0).mul_(rc + 1.0).reciprocal_()
-    abc = []
-    for name, p, q in (("a", u1, u1), ("b", u1, u2), ("c", u2, u2)):
-        shape = torch.broadcast_shapes(k.shape, p.shape, q.shape)
-        m = torch.mul(k.expand(shape), p, out=new(name, shape)).mul_(q)
-        abc.append(m.mul_(rc) if name == "b" else m.mul_(-0.5))
-    return tuple(abc)
+    k = torch.add(rc, 1.0, out=new("k", rho.shape))  # 1 + r
+    k.mul_(torch.sub(rc.new_ones(()), rc, out=new("k1", rho.shape)))  # (1 + r)(1 - r)
+    k = torch.div(rc.new_full((), -0.5 * _LOG2E), k, out=k)  # -log2(e) / (2 (1 - r^2))
+    shape = _broadcast(k.shape, u1.shape, u2.shape)
+    ku1 = torch.mul(k, u1, out=new("a", _broadcast(k.shape, u1.shape)))
+    t = torch.mul(u2, rc, out=new("t", _broadcast(u2.shape, rc.shape)))
+    b = torch.addcmul(rc.new_zeros(()), ku1, t, value=-2.0, out=new("b", shape))
+    c = torch.mul(k, u2, out=new("c", _broadcast(k.shape, u2.shape))).mul_(u2)
+    return ku1.mul_(u1), b, c
 
 
 def _separable_tile(
@@ -266,6 +325,7 @@ def _separable_tile(
     shape)`` gives scratch buffers (None with autograd).
     """
     grad = out is None
+    limit = _exp_limit(xt.dtype) * _LOG2E
 
     def gauss(s: torch.Tensor, name: str) -> tuple[torch.Tensor, torch.Tensor]:
         """``exp(-d^2 / (2 s^2))`` for ``d = 1..r`` and ``1 + 2 sum_d`` of them."""
@@ -273,13 +333,16 @@ def _separable_tile(
             g = _squares(s.clamp_min(_SIGMA_FLOOR).square().reciprocal().mul(-0.5), r, None)
             return g, 1.0 + 2.0 * g.sum(0)
         q = torch.clamp(s, min=_SIGMA_FLOOR, out=new("q" + name, s.shape))
-        g = _squares(q.square_().reciprocal_().mul_(-0.5), r, new("g" + name, (r, *s.shape)))
+        q = q.square_().reciprocal_().mul_(-0.5 * _LOG2E)  # base-2 exponent of d = 1
+        with torch.no_grad():  # products where 2^(q r^2) stays normal
+            tmp = new("t", (2, *s.shape)) if -r * r * float(q.min()) <= limit else None
+        g = _squares(q, r, new("g" + name, (r, *s.shape)), tmp)
         return g, torch.sum(g, 0, out=q).mul_(2.0).add_(1.0)
 
     gx, nx = gauss(s1, "x")  # g_x(d) = exp(-d^2 / (2 s1^2))
     gy, ny = (gx, nx) if same else gauss(s2, "y")
     den = nx * ny  # sum of all weights
-    xs = _shifts(xt, r)
+    xs = _shifts(xt, r) if grad else new.views("xs", xt, lambda t: _shifts(t, r))
     shape = xs[r][r].shape  # (B, C, h, W)
     buf = new("pair", shape)
 
@@ -316,11 +379,9 @@ def _general_tile(
     d_y^2`. ``out`` and ``new`` as for :func:`_separable_tile`.
     """
     grad = out is None
-    a, b, c = _coefficients(s1, s2, rho, new)  # (B|1, C'|1, h|1, W|1)
+    a, b, c = _coefficients(s1, s2, rho, new)  # (B|1, C'|1, h|1, W|1), no grad: base 2
     shape = b.shape  # of the weights: b depends on all three parameters
-    gx = _squares(a, r, new("gx", (r, *a.shape)))  # g_x(d) = exp(a d^2)
-    gy = _squares(c, r, new("gy", (r, *c.shape)))  # g_y(d) = exp(c d^2)
-    xs = _shifts(xt, r)
+    xs = _shifts(xt, r) if grad else new.views("xs", xt, lambda t: _shifts(t, r))
     xc = xs[r][r]  # (B, C, h, W) centre pixels
     pbuf = new("pair", xc.shape)
 
@@ -328,52 +389,77 @@ def _general_tile(
         """``x(p + o) + x(p - o)`` for ``o = (dx, dy)``, (B, C, h, W)."""
         return _add(xs[r + dy][r + dx], xs[r - dy][r - dx], dst)
 
-    num = xc.clone() if grad else out.copy_(xc)  # centre weight 1
-    # one-sided sum of the weights, from the row dy = 0
-    gxs = gx.expand(r, *shape)
-    acc = gxs.sum(0) if grad else torch.sum(gxs, 0, out=new("acc", shape))
-    for d in range(1, r + 1):  # the row dy = 0: no cross term
-        num = _acc(num, gx[d - 1], pair(0, d), grad)
-
     with torch.no_grad():
         # Products (below) need every factor to be a normal number of the dtype, and the
         # row sums (up to e^{(|a|+|b|) r^2} (2r+1) max|x|) to stay finite.
+        unit = 1.0 if grad else _LOG2E  # a, b, c are in base 2 without grad
         bmin, bmax = torch.aminmax(b)
         xmin, xmax = torch.aminmax(xt)
-        big = r * r * (max(float(bmax), -float(bmin)) - float(a.min()))  # (|a| + |b|) r^2
+        big = r * r * (max(float(bmax), -float(bmin)) - float(a.min())) / unit  # (|a|+|b|) r^2
         xbig = math.log1p((2 * r + 1) * max(float(xmax), -float(xmin)))
         limit = _exp_limit(xt.dtype)
-        fits = big + xbig <= limit and -r * r * float(c.min()) <= limit
+        fits = big + xbig <= limit and -r * r * float(c.min()) / unit <= limit
+    ta, tc = (new("ta", (2, *a.shape)), new("tc", (2, *c.shape))) if fits else (None, None)
+    gx = _squares(a, r, new("gx", (r, *a.shape)), ta)  # g_x(d) = exp(a d^2), by products
+    gy = _squares(c, r, new("gy", (r, *c.shape)), tc)  # g_y(d) = exp(c d^2)
+    # the centre (weight 1) and the row dy = 0 (no cross term)
+    num = xc.clone() if grad else torch.addcmul(xc, gx[0], pair(0, 1), out=out)
+    for d in range(1 if grad else 2, r + 1):
+        num = _acc(num, gx[d - 1], pair(0, d), grad)
+    # one-sided sum of the weights: the row dy = 0 and the column dx = 0
+    gxs, gys = gx.expand(r, *shape), gy.expand(r, *shape)
+    if grad:
+        acc = gxs.sum(0)
+    else:
+        acc = torch.sum(gxs, 0, out=new("acc", shape))
+        acc.add_(torch.sum(gys, 0, out=new("rden", shape)))
     if fits:
         # w(dx, dy) = g_y(dy) A_dx(dy) with A_dx(dy) = exp(a dx^2 + b dx dy) = g_x(dx) V_dx^dy,
         # V_dx = e^{b dx}: one product per offset updates A, and the row sum over dx is
         # weighted by g_y(dy) once.
         ds = (*range(1, r + 1), *range(-1, -r - 1, -1))  # the order of the stacks below
-        vs = _powers(b, r, new("vs", (2, r, *shape)))  # V_d = e^{b d}, V_-d = e^{-b d}
-        av = _mul(vs, gx, new("av", (2, r, *shape)))  # A_dx(1) = g_x(|dx|) V_dx
+        if grad:
+            vs = _powers(b, r, None)  # V_d = e^{b d}, V_-d = e^{-b d}: (2, r, ...)
+            av = vs * gx  # A_dx(1) = g_x(|dx|) V_dx
+        else:  # V_d only, (r, ...): A_-d is divided by V_d (fewer maps to stream)
+            vs = _powers(b, r, new("vs", (r, *shape)))
+            av = new("av", (2, r, *shape))
+            torch.mul(gx, vs, out=av[0])
+            torch.div(gx, vs, out=av[1])
         rbuf, dbuf = new("row", xc.shape), new("rden", shape)
+        adf = None if grad else new.views("av", av, lambda t: t.flatten(0, 1).unbind(0))
         for dy in range(1, r + 1):
+            if grad:
+                av = av * vs if dy > 1 else av  # A_dx(dy)
+                row = pair(dy, 0, None)  # dx = 0: A = 1
+                for d, ad in zip(ds, av.flatten(0, 1).unbind(0), strict=True):
+                    row = row + ad * pair(dy, d, None)
+                num = num + gy[dy - 1] * row
+                acc = acc + gy[dy - 1] * (1.0 + av.sum((0, 1)))
+                continue
             if dy > 1:
-                av = av * vs if grad else av.mul_(vs)  # A_dx(dy)
-            row = pair(dy, 0, rbuf)  # dx = 0: A = 1
-            for d, ad in zip(ds, av.flatten(0, 1).unbind(0), strict=True):
-                row = _acc(row, ad, pair(dy, d), grad)
-            rden = av.sum((0, 1)) if grad else torch.sum(av, (0, 1), out=dbuf)
-            num = _acc(num, gy[dy - 1], row, grad)
-            acc = _acc(_add(acc, gy[dy - 1], None if grad else acc), gy[dy - 1], rden, grad)
+                av[0].mul_(vs)
+                av[1].div_(vs)
+            up, down = xs[r + dy], xs[r - dy]  # rows p + dy and p - dy, by column offset
+            row = torch.add(up[r], down[r], out=rbuf)  # dx = 0: A = 1
+            for d, ad in zip(ds, adf, strict=True):
+                row.addcmul_(ad, torch.add(up[r + d], down[r - d], out=pbuf))
+            num.addcmul_(gy[dy - 1], row)
+            acc.addcmul_(gy[dy - 1], torch.sum(av, (0, 1), out=dbuf))
     else:
         # One exponential per offset; the exponent is <= 0 up to rounding (clamped).
         wbuf = new("w", shape)
         for dy in range(1, r + 1):
             num = _acc(num, gy[dy - 1], pair(dy, 0), grad)  # dx = 0: no cross term
-            acc = _add(acc, gy[dy - 1], None if grad else acc)
+            if grad:
+                acc = acc + gy[dy - 1]
             base, lin = c * float(dy * dy), b * float(dy)  # c dy^2, b dy
             for dx in (*range(-r, 0), *range(1, r + 1)):
                 if grad:
                     w = (base + a * float(dx * dx) + lin * float(dx)).clamp(max=0.0).exp()
                 else:
                     w = torch.add(base, a, alpha=float(dx * dx), out=wbuf)
-                    w = w.add_(lin, alpha=float(dx)).clamp_(max=0.0).exp_()
+                    w = w.add_(lin, alpha=float(dx)).clamp_(max=0.0).exp2_()
                 num = _acc(num, w, pair(dy, dx), grad)
                 acc = acc + w if grad else acc.add_(w)
     if grad:

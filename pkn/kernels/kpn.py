@@ -8,9 +8,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ._band import pad_band, resample_rows
 from ._common import check_image, check_stack, odd_int, pad, row_tiles
 
 __all__ = ["KPN", "kpn"]
+
+_TILE = 1 << 20  # logit elements per band of rows (no-grad path)
+_LOG2E = 1.0 / math.log(2.0)
 
 
 class _BandResampler:
@@ -142,47 +146,84 @@ def kpn(
        denoising Monte Carlo renderings", SIGGRAPH 2017.
     .. [3] B. Wronski, "Procedural Kernel Networks", arXiv:2112.09318, 2021 (eq. 7).
     """
-    check_image(x)
-    lg = check_stack(weights, x, "weights", "(B or 1, K*K or C*K*K, h, w)")
-    B, C, H, W = x.shape
+    grad = torch.is_grad_enabled() and (
+        getattr(x, "requires_grad", False) or getattr(weights, "requires_grad", False)
+    )
+    if grad:
+        check_image(x)
+        lg = check_stack(weights, x, "weights", "(B or 1, K*K or C*K*K, h, w)")
+    else:
+        check_image(x)
+        lg = check_stack(weights, x, "weights", "(B or 1, K*K or C*K*K, h, w)")
+    C, H, W = x.shape[1:]
     K, per_channel = _kernel_size(lg.shape[1], C, kernel_size)
-    r, KK = K // 2, K * K
+    r = K // 2
     G = C if per_channel else 1
-    Bw = lg.shape[0]
-    grad = torch.is_grad_enabled() and (x.requires_grad or lg.requires_grad)
-    xp = pad(x, r)  # (B, C, H+2r, W+2r)
+    if grad:
+        return _kpn_grad(pad(x, r), lg, r, G, (H, W))  # padded (B, C, H+2r, W+2r)
+    return _kpn_inference(x, lg, r, G)
+
+
+def _kpn_grad(
+    xp: torch.Tensor, lg: torch.Tensor, r: int, G: int, size: tuple[int, int]
+) -> torch.Tensor:
+    """Autograd path: out-of-place softmax and sums, band by band. ``xp`` is the padded image
+    ``(B, C, H+2r, W+2r)``, ``lg`` the logits ``(Bw, G*K*K, h, w)``."""
+    H, W = size
+    B, C = xp.shape[:2]
+    Bw, KK = lg.shape[0], (2 * r + 1) ** 2
     res = _BandResampler(lg, (H, W))
     offsets = [(dy, dx) for dy in range(-r, r + 1) for dx in range(-r, r + 1)]
-    depth = (2 * Bw * G * KK + 2 * B * C) * (3 if grad else 1)
-    out = None if grad else torch.empty_like(x)
+    depth = (2 * Bw * G * KK + 2 * B * C) * 3
     tiles = []
     for r0, r1 in row_tiles(H, W + 2 * r, depth):
-        h = r1 - r0
-        lb, fresh = res.band(r0, r1)
-        lb = lb.reshape(Bw, G, KK, h, W)  # (Bw, G, KK, h, W) logits
-        if grad:
-            wk = torch.softmax(lb, dim=2)  # (Bw, G, KK, h, W)
-            num = None
-            for k, (dy, dx) in enumerate(offsets):
-                v = xp[:, :, r + r0 + dy : r + r1 + dy, r + dx : r + dx + W]  # (B, C, h, W)
-                t = wk[:, :, k] * v
-                num = t if num is None else num + t
-            tiles.append(num)
-        else:
-            m = lb.amax(dim=2, keepdim=True)  # (Bw, G, 1, h, W): stable softmax
-            e = (lb.sub_(m) if fresh else lb - m).exp_()  # (Bw, G, KK, h, W), max tap = 1
-            den = e.sum(dim=2)  # (Bw, G, h, W), >= 1
-            ob = out[:, :, r0:r1]  # (B, C, h, W) view
-            for k, (dy, dx) in enumerate(offsets):
-                v = xp[:, :, r + r0 + dy : r + r1 + dy, r + dx : r + dx + W]  # (B, C, h, W)
-                if k == 0:
-                    torch.mul(e[:, :, 0], v, out=ob)
-                else:
-                    ob.addcmul_(e[:, :, k], v)
-            ob.div_(den)
-    if not grad:
-        return out
+        lb, _ = res.band(r0, r1)
+        wk = torch.softmax(lb.reshape(Bw, G, KK, r1 - r0, W), dim=2)  # (Bw, G, KK, h, W)
+        num = None
+        for k, (dy, dx) in enumerate(offsets):
+            v = xp[:, :, r + r0 + dy : r + r1 + dy, r + dx : r + dx + W]  # (B, C, h, W)
+            t = wk[:, :, k] * v
+            num = t if num is None else num + t
+        tiles.append(num)
     return tiles[0] if len(tiles) == 1 else torch.cat(tiles, dim=2)
+
+
+def _kpn_inference(x: torch.Tensor, lg: torch.Tensor, r: int, G: int) -> torch.Tensor:
+    """No-grad path: in-place softmax and sums in reused buffers, band by band. ``x`` is the
+    image ``(B, C, H, W)`` (padded band by band), ``lg`` the logits ``(Bw, G*K*K, h, w)``."""
+    B, C, H, W = x.shape
+    Bw, n = lg.shape[:2]
+    K = 2 * r + 1
+    KK = n // G
+    out = torch.empty_like(x)
+    rows = max(1, min(H, _TILE // (W * n)))
+    lbuf = x.new_empty(Bw * n * rows * W)  # resampled logits, then weights
+    tbuf = x.new_empty(Bw * n * rows * lg.shape[-1])  # logits resampled along H only
+    mbuf, dbuf = x.new_empty(Bw * G * rows * W), x.new_empty(Bw * G * rows * W)
+    xbuf = x.new_empty(B * C * (rows + 2 * r) * (W + 2 * r))  # padded band
+    for r0 in range(0, H, rows):
+        r1 = min(H, r0 + rows)
+        h = r1 - r0
+        band = lbuf[: Bw * n * h * W].view(Bw, n, h, W)
+        tmp = tbuf[: Bw * n * h * lg.shape[-1]].view(Bw, n, h, lg.shape[-1])
+        lb = resample_rows(lg, (H, W), r0, r1, out=band, tmp=tmp)  # (Bw, n, h, W)
+        lb = lb.reshape(Bw, G, KK, h, W)  # (Bw, G, KK, h, W) logits
+        m = torch.amax(lb, dim=2, keepdim=True, out=mbuf[: Bw * G * h * W].view(Bw, G, 1, h, W))
+        # stable softmax: the largest weight is 1 (into the buffer, never into the caller's);
+        # exp(l - m) as 2^(l log2(e) - m log2(e)): exp2 is faster than exp
+        m = m.mul_(-_LOG2E)
+        e = torch.add(m, lb, alpha=_LOG2E, out=band.view(Bw, G, KK, h, W)).exp2_()
+        den = torch.sum(e, dim=2, out=dbuf[: Bw * G * h * W].view(Bw, G, h, W))  # >= 1
+        xt = xbuf[: B * C * (h + 2 * r) * (W + 2 * r)].view(B, C, h + 2 * r, W + 2 * r)
+        xt = pad_band(x, r, r0, r1, xt)  # (B, C, h+2r, W+2r)
+        win = xt.unfold(2, K, 1).unfold(3, K, 1).permute(4, 5, 0, 1, 2, 3)  # (K, K, B, C, h, W)
+        win = [v for row in win.unbind(0) for v in row.unbind(0)]  # x(p + o_k), row-major k
+        ob = out[:, :, r0:r1]  # (B, C, h, W) view
+        torch.mul(e[:, :, 0], win[0], out=ob)
+        for k in range(1, KK):
+            ob.addcmul_(e[:, :, k], win[k])
+        ob.div_(den)
+    return out
 
 
 class KPN(nn.Module):

@@ -14,7 +14,8 @@ from numbers import Integral, Real
 import torch
 from torch import nn
 
-from ._common import Param, as_map, check_image, max_value, row_tiles
+from ._band import as_map_fast, resample_rows, resampled_radius
+from ._common import Param, as_map, check_image, row_tiles
 
 __all__ = ["RBFResample", "rbf_resample"]
 
@@ -30,6 +31,7 @@ _FAST_SHIFT = 30.0
 _RECUR_LOW = 50.0
 _RECUR_STEP = 80.0
 _EXP_FLOOR = -60.0  # otherwise exponents (relative to the largest, ~0) are clamped to this
+_LOG2E = 1.0 / math.log(2.0)
 _TILE_TARGET = 1 << 22  # elements of the largest intermediates per band of output rows
 
 
@@ -114,6 +116,13 @@ def _rows(p: torch.Tensor, r0: int, r1: int) -> torch.Tensor:
     return p if p.ndim == 0 or p.shape[0] == 1 else p[r0:r1]
 
 
+def _broadcast(*shapes) -> tuple[int, ...]:
+    """``torch.broadcast_shapes`` for valid shapes, without its Python overhead."""
+    n = max(len(t) for t in shapes)
+    shapes = [(1,) * (n - len(t)) + tuple(t) for t in shapes]
+    return tuple(0 if 0 in d else max(d) for d in zip(*shapes, strict=True))
+
+
 class _Scratch:
     """Named scratch tensors reused from band to band when no gradient is needed.
 
@@ -129,7 +138,7 @@ class _Scratch:
     def __call__(self, name: str, *shapes) -> torch.Tensor | None:
         if not self.enabled:
             return None
-        shape = torch.broadcast_shapes(*(getattr(s, "shape", s) for s in shapes))
+        shape = _broadcast(*(getattr(s, "shape", s) for s in shapes))
         numel = math.prod(shape)
         buf = self.store.get(name)
         if buf is None or buf.numel() < numel:
@@ -143,7 +152,9 @@ def _coefficients(s1, s2, rho, buf: _Scratch) -> tuple[torch.Tensor, ...]:
     The exponent -(1/2) d^T Sigma^-1 d = -(X^2 + (Y - rho X)^2 / (1 - rho^2)) / 2, with
     X = dx / s1 and Y = dy / s2, is a sum of squares: it stays <= 0 in rounding, with no
     cancellation at |rho| ~ 1. So a = 1 / (sqrt(2) s1), g = 1 / (sqrt(2 (1 - rho^2)) s2)
-    and hh = rho / (sqrt(2 (1 - rho^2)) s1), after clamping sigmas and rho.
+    and hh = rho / (sqrt(2 (1 - rho^2)) s1), after clamping sigmas and rho. With scratch
+    buffers (no gradient) all three are scaled by sqrt(log2(e)): the exponents are then in
+    base 2, for exp2 (faster than exp), and the bounds on them are scaled alike.
     """
     if not buf.enabled:
         rc = rho.clamp(-_RHO_MAX, _RHO_MAX)
@@ -151,11 +162,14 @@ def _coefficients(s1, s2, rho, buf: _Scratch) -> tuple[torch.Tensor, ...]:
         a = s1.clamp_min(_SIGMA_FLOOR).reciprocal() * math.sqrt(0.5)
         return a, kk * s2.clamp_min(_SIGMA_FLOOR).reciprocal(), a * (kk * rc * math.sqrt(2.0))
     rc = torch.clamp(rho, -_RHO_MAX, _RHO_MAX, out=buf("rc", rho))
-    kk = torch.mul(rc, rc, out=buf("kk", rc)).neg_().add_(1.0).reciprocal_().mul_(0.5).sqrt_()
-    a = torch.clamp_min(s1, _SIGMA_FLOOR, out=buf("a", s1)).reciprocal_().mul_(math.sqrt(0.5))
+    # without a gradient, exponents are in base 2 (times log2(e): exp2 is faster than exp)
+    kk = torch.mul(rc, rc, out=buf("kk", rc)).neg_().add_(1.0).reciprocal_()
+    kk = kk.mul_(0.5 * _LOG2E).sqrt_()
+    a = torch.clamp_min(s1, _SIGMA_FLOOR, out=buf("a", s1)).reciprocal_()
+    a = a.mul_(math.sqrt(0.5 * _LOG2E))
     g = torch.clamp_min(s2, _SIGMA_FLOOR, out=buf("is2", s2)).reciprocal_()
     g = torch.mul(g, kk, out=buf("g", g, kk))
-    hh = torch.mul(rc.mul_(kk).mul_(math.sqrt(2.0)), a, out=buf("hh", rc, a))
+    hh = torch.mul(rc.mul_(kk).mul_(math.sqrt(2.0 / _LOG2E)), a, out=buf("hh", rc, a))
     return a, g, hh
 
 
@@ -180,6 +194,7 @@ def _band(
     bc: tuple[int, int],
     buf: _Scratch,
     dest: torch.Tensor | None,
+    phases: tuple | None = None,
 ) -> torch.Tensor:
     """Resample a band of ``h`` output rows (all ``w`` columns).
 
@@ -187,7 +202,9 @@ def _band(
     rows of ``cols`` of each window row; dy: (K, h, 1, 1, 1, 1) and dx: (K, w) offsets
     q - u; a, g, hh: coefficients of the exponent ``-(dx a)^2 - (dy g - dx hh)^2``, maps
     (h|1, ., ., 1, w|1) or 0-d; qn: (h, ., ., 1, w) minus the exponent of the nearest pixel;
-    dest: (h, B, C, w) view of the output to write (None with autograd). Works rows-first,
+    dest: (h, B, C, w) view of the output to write (None with autograd); phases: ``(P, S,
+    [(i0, n, starts)])`` where the rows ``i0::P`` of the band (``n`` of them) read the rows
+    ``starts[ky] + S t`` of ``cols``, so that they are a view (no gradient). Works rows-first,
     ``(h, B, C, K, w)`` with K the window columns. Returns (h, B, C, w).
     """
     grad = not buf.enabled
@@ -196,12 +213,29 @@ def _band(
     B, C = bc
     wd = dx.shape[1]
     vshape = (h, B, C, K, wd)  # window values of one window row
-    full = torch.broadcast_shapes(qn.shape, g.shape, hh.shape, (h, 1, 1, K, wd))
+    full = _broadcast(qn.shape, g.shape, hh.shape, (h, 1, 1, K, wd))
     fn = (*full[:3], 1, wd)  # a single window column
     num = den = None
 
     def accumulate(ky: int, w: torch.Tensor) -> None:  # w: (h, ., ., K, w)
         nonlocal num, den
+        if phases is not None:  # the window rows are strided views of cols: no gather
+            P, S, groups = phases
+            first = num is None
+            if first:
+                num = buf("num", (h, B, C, wd))
+                den = torch.sum(w, 3, out=buf("den", (*full[:3], wd)))  # (h, ., ., w)
+            else:
+                den.add_(torch.sum(w, 3, out=buf("dk", (*full[:3], wd))))
+            for i0, n, starts in groups:
+                v = cols[starts[ky] : starts[ky] + S * (n - 1) + 1 : S].view(n, B, C, K, wd)
+                acc = num[i0::P]  # (n, B, C, w)
+                for kx, (wk, vk) in enumerate(zip(w[i0::P].unbind(3), v.unbind(3), strict=True)):
+                    if first and kx == 0:
+                        torch.mul(wk, vk, out=acc)
+                    else:
+                        acc.addcmul_(wk, vk)
+            return
         v = torch.index_select(cols, 0, liy[ky], out=buf("v", (h, B * C * K * wd)))
         v = v.view(vshape)  # (h, B, C, K, w)
         if grad:
@@ -244,21 +278,21 @@ def _band(
             hh2 = torch.mul(hh, hh, out=buf("hh2", hh))
             w, ratio = buf("w", full), buf("ratio", full)
             e = buf("e0", fn).copy_(qn).addcmul_(x0 * x0, a2, value=-1.0)
-            torch.exp(e.addcmul_(d0, d0, value=-1.0), out=w[:, :, :, :1])
+            torch.exp2(e.addcmul_(d0, d0, value=-1.0), out=w[:, :, :, :1])
             step = buf("step", fn).copy_(a2).mul_(-(2.0 * x0 + 1.0)).addcmul_(d0, hh, value=2.0)
-            step.sub_(hh2).exp_()
-            step2 = torch.add(a2, hh2, out=buf("step2", a2, hh2)).mul_(-2.0).exp_()
+            step.sub_(hh2).exp2_()
+            step2 = torch.add(a2, hh2, out=buf("step2", a2, hh2)).mul_(-2.0).exp2_()
             for kx in range(1, K):
                 torch.mul(w[:, :, :, kx - 1 : kx], step, out=w[:, :, :, kx : kx + 1])
                 if kx < K - 1:
                     step.mul_(step2)
             gg = torch.mul(g, g, out=buf("gg", g))
-            torch.exp(d0.mul_(g).mul_(-2.0).sub_(gg), out=ratio[:, :, :, :1])
-            step = torch.mul(g, hh, out=buf("step2", g, hh)).mul_(2.0).exp_()
+            torch.exp2(d0.mul_(g).mul_(-2.0).sub_(gg), out=ratio[:, :, :, :1])
+            step = torch.mul(g, hh, out=buf("step2", g, hh)).mul_(2.0).exp2_()
             for kx in range(1, K):
                 torch.mul(ratio[:, :, :, kx - 1 : kx], step, out=ratio[:, :, :, kx : kx + 1])
         q = torch.mul(g, g, out=buf("q", g))  # (h|1, ., ., 1, w|1) ratio of successive ratios
-        q = (-2.0 * q).exp() if grad else q.mul_(-2.0).exp_()
+        q = (-2.0 * q).exp() if grad else q.mul_(-2.0).exp2_()
         for ky in range(K):
             if ky:
                 w = w * ratio if grad else w.mul_(ratio)
@@ -289,8 +323,8 @@ def _band(
                 e = e - top if grad else e.sub_(top)
             # weights below e^-60 (< 1e-26 of the largest, which is ~1) are raised to that
             # floor: it keeps exp out of its slow denormal range, and changes nothing
-            e = e.clamp_min(_EXP_FLOOR) if grad else e.clamp_min_(_EXP_FLOOR)
-            accumulate(ky, e.exp() if grad else e.exp_())  # (h, ., ., K, w) weights
+            e = e.clamp_min(_EXP_FLOOR) if grad else e.clamp_min_(_EXP_FLOOR * _LOG2E)
+            accumulate(ky, e.exp() if grad else e.exp2_())  # (h, ., ., K, w) weights
     if grad:
         return num.sum(3) / den.sum(3)  # (h, B, C, w)
     return torch.div(num, den, out=dest)
@@ -378,7 +412,9 @@ def rbf_resample(
     thus with the *largest* sigma (upsampling x2 with sigmas <= 1 uses 6 x 6 windows).
     Because :math:`\lfloor u_y\rfloor` depends only on the output row and
     :math:`\lfloor u_x\rfloor` only on the column, the window's pixels are gathered
-    separably: columns once per band of output rows, then whole rows per window row.
+    separably: columns once per band of output rows, then whole rows per window row (views,
+    without copies, where the output rows of each phase of the scale read equally spaced
+    input rows, as for integer factors).
     The weights of a window row follow from the previous one by products (the exponent
     is quadratic in the offsets, so its differences are linear and their differences
     constant), with a few exps per pixel; where parameters are too extreme for that to
@@ -394,17 +430,27 @@ def rbf_resample(
     .. [2] B. Wronski et al., "Handheld Multi-Frame Super-Resolution", ACM TOG 38(4), 2019
        (anisotropic Gaussian RBF kernel reconstruction).
     """
+    grad = torch.is_grad_enabled() and any(
+        isinstance(t, torch.Tensor) and t.requires_grad for t in (x, sigma1, sigma2, rho)
+    )
     check_image(x)
     B, C, H, W = x.shape
     Ho, Wo = _output_size(H, W, scale, size)
-    s1 = as_map(sigma1, x, "sigma1", low=0.0, size=(Ho, Wo))
-    s2 = s1 if sigma2 is None else as_map(sigma2, x, "sigma2", low=0.0, size=(Ho, Wo))
-    rr = as_map(0.0 if rho is None else rho, x, "rho", low=-1.0, high=1.0, size=(Ho, Wo))
-    grad = torch.is_grad_enabled() and any(t.requires_grad for t in (x, s1, s2, rr))
+    params = ((sigma1, "sigma1", 0.0, None), (sigma2, "sigma2", 0.0, None))
+    params += ((0.0 if rho is None else rho, "rho", -1.0, 1.0),)
+    maps = [
+        None if p is None else _param(p, x, name, lo, hi, (Ho, Wo), grad)
+        for p, name, lo, hi in params
+    ]
+    s1, s2, rr = maps[0], maps[0] if sigma2 is None else maps[1], maps[2]
+    maps_, names = (s1, s2, rr), ("m1", "m2", "mr")
     dev, dt = x.device, x.dtype
 
-    s1, s2, rr = _layout(s1), _layout(s2), _layout(rr)  # (Ho|1, B|1, C|1, 1, Wo|1) or 0-d
-    R = max(1, math.ceil(3.0 * max(max_value(s1), max_value(s2))))
+    R = resampled_radius(
+        [m.reshape(1, 1, 1, 1) if m.ndim == 0 else m for m in (s1, s2)],
+        (Ho, Wo),
+        lambda m: max(1, math.ceil(3.0 * m)),
+    )
     K = 2 * R  # window size per axis
 
     iy, oy, ky = _axis(H, Ho, R)  # (K, Ho) input rows, (K, Ho) offsets, (Ho,) nearest
@@ -417,23 +463,26 @@ def rbf_resample(
     tmp = _Scratch(x, enabled=True)
 
     iy_min, iy_max = iy.amin(0).tolist(), iy.amax(0).tolist()
-    iy = iy.to(dev)
+    iy_cpu, iy = iy, iy.to(dev)
     lix = ix.reshape(-1).to(dev)  # (K*Wo,)
     depth = K * (2 * B * C + 4) * (3 if grad else 1)
     buf = _Scratch(x, enabled=not grad)
     out = None if grad else x.new_empty(B, C, Ho, Wo)
     bands = []
     for r0, r1 in row_tiles(Ho, Wo, depth, target=_TILE_TARGET):
-        ab, gb, hb = _coefficients(_rows(s1, r0, r1), _rows(s2, r0, r1), _rows(rr, r0, r1), buf)
+        bm = [_band_map(m, r0, r1, (Ho, Wo), buf, n) for m, n in zip(maps_, names, strict=True)]
+        bm[1] = bm[0] if s2 is s1 else bm[1]
+        ab, gb, hb = _coefficients(*bm, buf)
         # Bounds that pick the band's way of computing: offsets are |dx|, |dy| <= 1/2 for
         # the nearest pixel and < R in the window, so the exponent -(dx a)^2 - (dy g - dx hh)^2
         # is >= -(o a)^2 - (o (g + |hh|))^2 for offsets up to o.
         with torch.no_grad():
             am, gm = float(ab.max()), float(gb.max())
             hm = max(float(hb.max()), -float(hb.min()))
-        fast = (0.5 * am) ** 2 + (0.5 * (gm + hm)) ** 2 <= _FAST_SHIFT
-        recur = fast and (R * am) ** 2 + (R * (gm + hm)) ** 2 <= _RECUR_LOW
-        recur = recur and 2.0 * max(gm * gm, am * am + hm * hm, gm * hm) <= _RECUR_STEP
+        unit = 1.0 if grad else _LOG2E  # exponents in base 2 without a gradient
+        fast = (0.5 * am) ** 2 + (0.5 * (gm + hm)) ** 2 <= _FAST_SHIFT * unit
+        recur = fast and (R * am) ** 2 + (R * (gm + hm)) ** 2 <= _RECUR_LOW * unit
+        recur = recur and 2.0 * max(gm * gm, am * am + hm * hm, gm * hm) <= _RECUR_STEP * unit
         y0, y1 = min(iy_min[r0:r1]), max(iy_max[r0:r1]) + 1
         with torch.no_grad():  # the shift cancels in the ratio: it needs no gradient
             qn = _quad(nx, ny[r0:r1], ab, gb, hb, tmp)  # (h, ., ., 1, Wo) -(nearest exponent)
@@ -453,12 +502,54 @@ def rbf_resample(
             (B, C),
             buf,
             None if grad else out[:, :, r0:r1].permute(2, 0, 1, 3),
+            None if grad else _phases(iy_cpu[:, r0:r1] - y0, H, Ho),
         )
         if grad:
             bands.append(t.permute(1, 2, 0, 3))  # (B, C, h, Wo)
     if grad:
         return bands[0] if len(bands) == 1 else torch.cat(bands, dim=2)
     return out
+
+
+def _param(p, x: torch.Tensor, name: str, lo, hi, size: tuple[int, int], grad: bool):
+    """A parameter on the output grid, rows-first (see :func:`_layout`); without a gradient
+    a map is validated but kept on its own grid, ``(B|1, C|1, h, w)``, and resampled band by
+    band (:func:`_band_map`)."""
+    if grad or not isinstance(p, torch.Tensor) or p.ndim != 4 or p.shape[-2:] in (size, (1, 1)):
+        return _layout(as_map(p, x, name, low=lo, high=hi, size=size))
+    m = as_map_fast(p, x, name, low=lo, high=hi, size=tuple(p.shape[-2:]))
+    for d in range(2):  # batch or channel broadcast: one map
+        if m.shape[d] > 1 and m.stride(d) == 0:
+            m = m.narrow(d, 0, 1)
+    return m
+
+
+def _band_map(m: torch.Tensor, r0: int, r1: int, size, buf: _Scratch, name: str):
+    """Rows ``r0:r1`` of a parameter, rows-first ``(h|1, B|1, C|1, 1, W|1)`` or 0-d: a view,
+    or resampled (a map on its own grid, no gradient)."""
+    if m.ndim != 4:
+        return _rows(m, r0, r1)
+    shape = (*m.shape[:2], r1 - r0, size[1])
+    tmp = buf(name + "t", (*shape[:3], m.shape[-1]))
+    band = resample_rows(m, size, r0, r1, out=buf(name, shape), tmp=tmp)  # (B|1, C|1, h, W)
+    return band.permute(2, 0, 1, 3).unsqueeze(3)
+
+
+def _phases(liy: torch.Tensor, n_in: int, n_out: int):
+    """``(P, S, groups)`` for :func:`_band` when the rows of each phase of the band read
+    equally spaced rows of ``cols`` (always, but at mirrored borders, for rational factors
+    with a small numerator), else None. ``liy``: (K, h) CPU rows of ``cols``."""
+    g = math.gcd(n_in, n_out)
+    P, S = n_out // g, n_in // g
+    if P > 8:
+        return None
+    groups = []
+    for i0 in range(min(P, liy.shape[1])):
+        rows = liy[:, i0::P]  # (K, n)
+        if rows.shape[1] > 1 and not bool((rows[:, 1:] - rows[:, :-1] == S).all()):
+            return None
+        groups.append((i0, rows.shape[1], rows[:, 0].tolist()))
+    return P, S, groups
 
 
 class RBFResample(nn.Module):

@@ -237,3 +237,18 @@ def test_property_output_within_window_range(seed, h, w, sigma, patch, joint):
 def test_property_constant_stays_constant(value, sigma):
     x = torch.full((1, 1, 6, 7), value, dtype=torch.float64)
     torch.testing.assert_close(nlm(x, sigma), x)
+
+
+def test_weights_have_a_floor_that_keeps_subnormals_out():
+    """A tiny sigma makes every off-centre weight exp(-60) (not a subnormal number), which
+    changes nothing at float64 precision: the output is still the identity."""
+    x = _rand(1, 1, 9, 9)
+    for dtype in (torch.float32, torch.float64):
+        y = nlm(x.to(dtype), 1e-6)
+        torch.testing.assert_close(y, x.to(dtype), rtol=0, atol=0)
+    from pkn.kernels import effective_weights
+
+    pr = effective_weights("nlm", x, 1e-6, pixel=(4, 4))
+    off = np.delete(pr.weights[pr.weights > 0], np.argmax(pr.weights[pr.weights > 0]))
+    assert len(off) == 24
+    np.testing.assert_allclose(off, np.exp(-60.0), rtol=1e-9)

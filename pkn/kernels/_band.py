@@ -39,7 +39,6 @@ def pad_band(x: torch.Tensor, r: int, r0: int, r1: int, out: torch.Tensor) -> to
     return out
 
 
-
 def as_map_fast(
     p: Param,
     x: torch.Tensor,

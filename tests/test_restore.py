@@ -153,3 +153,38 @@ def test_colour_nlm_shares_patch_distances_across_channels_and_probes_them():
     win = rgb[r0 : r0 + pr.weights.shape[0], c0 : c0 + pr.weights.shape[1], 1]
     assert float((pr.weights * win).sum()) == pytest.approx(float(out.image[20, 30, 1]), rel=1e-5)
     assert pr.sum == pytest.approx(1.0) and pr.min >= 0
+
+
+def test_filter_runs_single_threaded_off_the_main_thread_and_restores_the_count():
+    import threading
+
+    import torch
+
+    from pkn.restoration import _filter_threads
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        seen = {}
+        with _filter_threads():
+            seen["main"] = torch.get_num_threads()
+
+        def worker():
+            with _filter_threads():
+                seen["worker"] = torch.get_num_threads()
+            seen["after"] = torch.get_num_threads()
+
+        t = threading.Thread(target=worker)
+        t.start()
+        t.join()
+        assert seen == {"main": 2, "worker": 1, "after": 2}
+        # and a render from a worker thread gives the same image as from the main thread
+        noisy, _ = _crop(0.08, 48)
+        r = pkn.Restorer(noisy, noise=0.08)
+        out = {}
+        t = threading.Thread(target=lambda: out.setdefault("y", r.render().image))
+        t.start()
+        t.join()
+        np.testing.assert_allclose(out["y"], r.render().image, rtol=1e-6, atol=1e-7)
+    finally:
+        torch.set_num_threads(before)

@@ -26,7 +26,13 @@ def open_viewer(run: bool = False, show: bool = True):
     viewer.open_sample("napari-pkn", "fluorescence")
     _, widget = viewer.window.add_plugin_dock_widget("napari-pkn", "PKN restoration")
     widget.layer.setCurrentText("fluorescence (noisy)")
-    if run:
+    if run:  # the demo: the task's default model, with its parameter maps shown
+        from pkn.models.procedural import TASKS
+
+        i = widget.form.kernel.findData(TASKS["denoise"])
+        if i >= 0:
+            widget.form.kernel.setCurrentIndex(i)
+        widget.form.show_maps.setChecked(True)
         widget.run()
     return viewer, widget
 
@@ -41,6 +47,9 @@ def arrange(viewer) -> None:
     for layer in viewer.layers:
         layer.name_overlay.visible = True
     viewer.grid.enabled = True
+    n = len(viewer.layers)
+    if n > 4:  # two columns: the cells stay wide enough for the layer names
+        viewer.grid.shape = (-(-n // 2), 2)
     viewer.reset_view()
 
 

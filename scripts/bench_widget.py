@@ -21,6 +21,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size", type=int, default=2048)
     p.add_argument("--kernel", default="nlm")
     a = p.parse_args(argv)
+    import os
+    import tempfile
+
+    # a throwaway settings folder: measuring must not change (or read) the user's
+    # remembered widget settings
+    os.environ["NAPARI_PKN_CONFIG_DIR"] = tempfile.mkdtemp(prefix="pkn-settings-")
     import napari
     import numpy as np
     import torch

@@ -33,6 +33,12 @@ def _wait(app, until, timeout: float = 120.0) -> None:
 
 
 def main(out: Path = OUT) -> Path:
+    import os
+    import tempfile
+
+    # a throwaway settings folder: measuring must not change (or read) the user's
+    # remembered widget settings
+    os.environ["NAPARI_PKN_CONFIG_DIR"] = tempfile.mkdtemp(prefix="pkn-settings-")
     import napari
     from qtpy.QtCore import Qt
     from qtpy.QtWidgets import QApplication

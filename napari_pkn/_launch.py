@@ -12,8 +12,10 @@ import argparse
 __all__ = ["arrange", "main", "open_viewer"]
 
 
-def open_viewer(run: bool = False, show: bool = True):
+def open_viewer(run: bool = False, show: bool = True, viewer=None):
     """A viewer with the noisy fluorescence sample and the docked widget.
+
+    ``viewer``: use this viewer instead of opening a new one (tests).
 
     Returns
     -------
@@ -21,8 +23,9 @@ def open_viewer(run: bool = False, show: bool = True):
     """
     import napari
 
-    viewer = napari.Viewer(title="napari-pkn: PKN restoration", show=show)
-    viewer.window._qt_window.resize(1600, 1000)
+    if viewer is None:
+        viewer = napari.Viewer(title="napari-pkn: PKN restoration", show=show)
+        viewer.window._qt_window.resize(1600, 1000)
     viewer.open_sample("napari-pkn", "fluorescence")
     _, widget = viewer.window.add_plugin_dock_widget("napari-pkn", "PKN restoration")
     widget.layer.setCurrentText("fluorescence (noisy)")

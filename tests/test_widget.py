@@ -387,22 +387,19 @@ def test_deblur_with_a_psf_layer(all_models, viewer_widget, qtbot):
     assert added[0].metadata["pkn"]["psf_layer"] == "psf"
 
 
-def test_main_job_runs_the_default_model_and_shows_every_map(qtbot):
+def test_main_job_runs_the_default_model_and_shows_every_map(make_napari_viewer, qtbot):
     """``python -m napari_pkn._launch --run``: whatever kernel the user last chose, the demo
     restores the sample with the denoising default and lays out all its maps."""
     from napari_pkn._launch import arrange, open_viewer
     from napari_pkn._qt import _settings
 
     _settings.save({"kernel": "bilateral", "show_maps": False})
-    viewer, widget = open_viewer(run=True, show=False)
-    try:
-        wait(qtbot, widget)
-        assert widget.form.kernel.currentData() == "nlm" and widget.form.show_maps.isChecked()
-        arrange(viewer)
-        names = [ly.name for ly in viewer.layers]
-        assert names[-1] == "fluorescence (clean reference)"
-        assert any(n.endswith("] sigma") for n in names)
-        assert any(n.endswith("] spatial_sigma") for n in names)
-        assert viewer.grid.enabled and tuple(viewer.grid.shape) == (3, 2)
-    finally:
-        viewer.close()
+    viewer, widget = open_viewer(run=True, viewer=make_napari_viewer())
+    wait(qtbot, widget)
+    assert widget.form.kernel.currentData() == "nlm" and widget.form.show_maps.isChecked()
+    arrange(viewer)
+    names = [ly.name for ly in viewer.layers]
+    assert names[-1] == "fluorescence (clean reference)"
+    assert any(n.endswith("] sigma") for n in names)
+    assert any(n.endswith("] spatial_sigma") for n in names)
+    assert viewer.grid.enabled and tuple(viewer.grid.shape) == (3, 2)

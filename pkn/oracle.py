@@ -122,6 +122,7 @@ def global_optimum(
     """
     spec = get_spec(kernel)
     nh = _half(noise_std)
+
     def err(raw):
         return float(_mse(run_filter(spec, noisy, spec.to_params(raw, nh), **filter_kw), clean))
 

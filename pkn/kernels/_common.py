@@ -22,6 +22,7 @@ __all__ = [
     "Param",
     "all_finite",
     "as_map",
+    "check_guide",
     "check_image",
     "check_stack",
     "max_value",
@@ -97,6 +98,18 @@ def check_stack(p: object, x: torch.Tensor, name: str, shape_text: str) -> torch
             f"{name} contains NaN or Inf values; replace them first (e.g. torch.nan_to_num)."
         )
     return p.to(dtype=x.dtype, device=x.device)
+
+
+def check_guide(guide: torch.Tensor, x: torch.Tensor) -> None:
+    """A clear exception unless ``guide`` is a valid image with ``x``'s batch size and size
+    (its channel count is the kernel's business)."""
+    check_image(guide, "guide")
+    if guide.shape[0] != x.shape[0] or guide.shape[-2:] != x.shape[-2:]:
+        B, _, H, W = x.shape
+        raise ValueError(
+            f"guide must have the image's batch size and size {(B, H, W)}, got shape "
+            f"{tuple(guide.shape)}."
+        )
 
 
 def odd_int(value: int, name: str) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._common import Param, as_map, check_image
+from ._common import Param, as_map, check_guide, check_image
 
 __all__ = ["Affine", "affine"]
 
@@ -56,12 +56,7 @@ def affine(
     B, C, H, W = x.shape
     g = x
     if guide is not None:
-        check_image(guide, "guide")
-        if guide.shape[0] != B or guide.shape[-2:] != x.shape[-2:]:
-            raise ValueError(
-                f"guide must have the image's batch size and size {(B, H, W)}, got shape "
-                f"{tuple(guide.shape)}."
-            )
+        check_guide(guide, x)
         if guide.shape[1] not in (1, C):
             raise ValueError(
                 f"guide has {guide.shape[1]} channels, but the image has {C} (or use 1)."

@@ -12,8 +12,8 @@ from .kpn import _BandResampler
 __all__ = ["Basis", "basis"]
 
 
-def _check_bases(bases: object, x: torch.Tensor) -> torch.Tensor:
-    """Validate an ``(N, k, k)`` stack of odd square kernels; return it in ``x``'s dtype."""
+def _bases_tensor(bases: object) -> torch.Tensor:
+    """A clear exception unless ``bases`` is a 3-D tensor ``(N, k, k)``."""
     if not isinstance(bases, torch.Tensor):
         raise TypeError(
             f"bases must be a torch.Tensor of shape (N, k, k), got {type(bases).__name__}."
@@ -23,7 +23,12 @@ def _check_bases(bases: object, x: torch.Tensor) -> torch.Tensor:
             f"bases must have 3 dimensions (N, k, k), got {bases.ndim} with shape "
             f"{tuple(bases.shape)}; stack 2-D kernels with torch.stack([...])."
         )
-    N, kh, kw = bases.shape
+    return bases
+
+
+def _check_bases(bases: object, x: torch.Tensor) -> torch.Tensor:
+    """Validate an ``(N, k, k)`` stack of odd square kernels; return it in ``x``'s dtype."""
+    N, kh, kw = _bases_tensor(bases).shape
     if N < 1:
         raise ValueError("bases is empty: it needs at least one kernel (N >= 1).")
     if kh != kw or kh % 2 == 0:
@@ -135,15 +140,7 @@ class Basis(nn.Module):
 
     def __init__(self, bases: torch.Tensor):
         super().__init__()
-        if not isinstance(bases, torch.Tensor):
-            raise TypeError(
-                f"bases must be a torch.Tensor of shape (N, k, k), got {type(bases).__name__}."
-            )
-        if bases.ndim != 3:
-            raise ValueError(
-                f"bases must have 3 dimensions (N, k, k), got shape {tuple(bases.shape)}."
-            )
-        self.register_buffer("bases", bases.detach().clone())
+        self.register_buffer("bases", _bases_tensor(bases).detach().clone())
 
     @property
     def num_bases(self) -> int:

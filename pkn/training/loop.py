@@ -210,6 +210,7 @@ def _train(cfg: TrainConfig, progress: bool) -> dict:
             # dominated by the noisiest samples, and low noise is barely learned
             var = d.noise_std.square().flatten(1).mean(1).clamp_min(1e-8)  # (B,)
             power = cfg.noise_power or {"l2": 2.0, "l1": 1.0}.get(cfg.loss, 0.0)
+            # powers 2 and 1 as before (the shipped models' cards reproduce bit for bit)
             per = per / (var if power == 2 else var.sqrt() if power == 1 else var.pow(power / 2))
         loss = per.mean()
         opt.zero_grad(set_to_none=True)

@@ -473,3 +473,21 @@ def test_default_size_from_the_resampled_maximum():
         y = gaussian(x, s, 0.4, 0.3)
     np.testing.assert_allclose(y.numpy(), reference(x, s, 0.4, 0.3), rtol=1e-6, atol=1e-12)
     torch.testing.assert_close(y, gaussian(x, s, 0.4, 0.3, size=5))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_negligible_offsets_left_out_without_changing_the_result(dtype):
+    # Strong correlation: offsets across the ellipse's short axis have weights far below
+    # the dtype's resolution in every band, and inference leaves them out.
+    x = _rand(1, 1, 30, 32, seed=80, dtype=dtype)
+    s = _rand(1, 1, 15, 16, lo=1.8, hi=2.0, seed=81, dtype=dtype)
+    rho = _rand(1, 1, 15, 16, lo=0.93, hi=0.97, seed=82, dtype=dtype)
+    a, b, c = G._coefficients(s, s, rho, lambda name, shape: torch.empty(shape, dtype=dtype))
+    bounds = (float(a.max()), float(b.min()), float(b.max()), float(c.max()))
+    kept = G._kept_offsets(bounds, 6, dtype)
+    n_kept = sum(hi - lo + 1 for spans, _ in kept for lo, hi in spans if hi >= lo)
+    assert n_kept < 2 * 7 * 6  # some of the 2 x 7 x 6 one-sided offsets are left out
+    with torch.no_grad():
+        y = gaussian(x, s, s, rho)
+    tol = {"rtol": 1e-5, "atol": 1e-6} if dtype == torch.float32 else {"rtol": 1e-9, "atol": 1e-12}
+    np.testing.assert_allclose(y.numpy(), reference(x, s, s, rho), **tol)

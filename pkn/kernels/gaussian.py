@@ -393,21 +393,25 @@ def _general_tile(
         # Products (below) need every factor to be a normal number of the dtype, and the
         # row sums (up to e^{(|a|+|b|) r^2} (2r+1) max|x|) to stay finite.
         unit = 1.0 if grad else _LOG2E  # a, b, c are in base 2 without grad
-        bmin, bmax = torch.aminmax(b)
-        xmin, xmax = torch.aminmax(xt)
-        big = r * r * (max(float(bmax), -float(bmin)) - float(a.min())) / unit  # (|a|+|b|) r^2
-        xbig = math.log1p((2 * r + 1) * max(float(xmax), -float(xmin)))
+        (amin, amax), (bmin, bmax), (cmin, cmax), (xmin, xmax) = (
+            (float(v) for v in torch.aminmax(t)) for t in (a, b, c, xt)
+        )
+        big = r * r * (max(bmax, -bmin) - amin) / unit  # (|a|+|b|) r^2
+        xbig = math.log1p((2 * r + 1) * max(xmax, -xmin))
         limit = _exp_limit(xt.dtype)
-        fits = big + xbig <= limit and -r * r * float(c.min()) / unit <= limit
+        fits = big + xbig <= limit and -r * r * cmin / unit <= limit
     ta, tc = (new("ta", (2, *a.shape)), new("tc", (2, *c.shape))) if fits else (None, None)
     gx = _squares(a, r, new("gx", (r, *a.shape)), ta)  # g_x(d) = exp(a d^2), by products
     gy = _squares(c, r, new("gy", (r, *c.shape)), tc)  # g_y(d) = exp(c d^2)
+    # offsets whose weights are negligible in the whole band are left out (no gradient)
+    kept = None if grad else _kept_offsets((amax, bmin, bmax, cmax), r, xt.dtype)
+    k0 = r if grad else max(1, kept[0][0][0][1])  # row dy = 0: d = 1..k0 (d = 1 always)
     # the centre (weight 1) and the row dy = 0 (no cross term)
     num = xc.clone() if grad else torch.addcmul(xc, gx[0], pair(0, 1), out=out)
-    for d in range(1 if grad else 2, r + 1):
+    for d in range(1 if grad else 2, k0 + 1):
         num = _acc(num, gx[d - 1], pair(0, d), grad)
     # one-sided sum of the weights: the row dy = 0 and the column dx = 0
-    gxs, gys = gx.expand(r, *shape), gy.expand(r, *shape)
+    gxs, gys = gx[:k0].expand(k0, *shape), gy.expand(r, *shape)
     if grad:
         acc = gxs.sum(0)
     else:
@@ -427,7 +431,8 @@ def _general_tile(
             torch.mul(gx, vs, out=av[0])
             torch.div(gx, vs, out=av[1])
         rbuf, dbuf = new("row", xc.shape), new("rden", shape)
-        adf = None if grad else new.views("av", av, lambda t: t.flatten(0, 1).unbind(0))
+        if not grad:
+            adf = new.views("av", av, lambda t: t.flatten(0, 1).unbind(0))  # A_d, then A_-d
         for dy in range(1, r + 1):
             if grad:
                 av = av * vs if dy > 1 else av  # A_dx(dy)
@@ -437,15 +442,24 @@ def _general_tile(
                 num = num + gy[dy - 1] * row
                 acc = acc + gy[dy - 1] * (1.0 + av.sum((0, 1)))
                 continue
-            if dy > 1:
-                av[0].mul_(vs)
-                av[1].div_(vs)
+            spans, updates = kept[dy]  # per side (dx > 0, dx < 0): d = lo..hi
+            for side, (lo, hi) in enumerate(updates if dy > 1 else ()):
+                if lo <= hi:  # A_dx(dy) = A_dx(dy - 1) V_dx for the d still kept later
+                    op = torch.Tensor.mul_ if side == 0 else torch.Tensor.div_
+                    op(av[side, lo - 1 : hi], vs[lo - 1 : hi])
             up, down = xs[r + dy], xs[r - dy]  # rows p + dy and p - dy, by column offset
             row = torch.add(up[r], down[r], out=rbuf)  # dx = 0: A = 1
-            for d, ad in zip(ds, adf, strict=True):
-                row.addcmul_(ad, torch.add(up[r + d], down[r - d], out=pbuf))
+            for side, (lo, hi) in enumerate(spans):
+                for d in range(lo, hi + 1):
+                    e = d if side == 0 else -d  # dx
+                    row.addcmul_(adf[side * r + d - 1], torch.add(up[r + e], down[r - e], out=pbuf))
             num.addcmul_(gy[dy - 1], row)
-            acc.addcmul_(gy[dy - 1], torch.sum(av, (0, 1), out=dbuf))
+            if spans == ((1, r), (1, r)):  # all kept: one sum (slices over both axes are slow)
+                acc.addcmul_(gy[dy - 1], torch.sum(av, (0, 1), out=dbuf))
+                continue
+            for side, (lo, hi) in enumerate(spans):
+                if lo <= hi:
+                    acc.addcmul_(gy[dy - 1], torch.sum(av[side, lo - 1 : hi], 0, out=dbuf))
     else:
         # One exponential per offset; the exponent is <= 0 up to rounding (clamped).
         wbuf = new("w", shape)
@@ -454,7 +468,11 @@ def _general_tile(
             if grad:
                 acc = acc + gy[dy - 1]
             base, lin = c * float(dy * dy), b * float(dy)  # c dy^2, b dy
-            for dx in (*range(-r, 0), *range(1, r + 1)):
+            dxs = (*range(-r, 0), *range(1, r + 1))
+            if not grad:  # the kept offsets only
+                (lo0, hi0), (lo1, hi1) = kept[dy][0]
+                dxs = (*range(-hi1, -lo1 + 1), *range(lo0, hi0 + 1))
+            for dx in dxs:
                 if grad:
                     w = (base + a * float(dx * dx) + lin * float(dx)).clamp(max=0.0).exp()
                 else:
@@ -465,6 +483,42 @@ def _general_tile(
     if grad:
         return num / (1.0 + 2.0 * acc)
     return num.div_(acc.mul_(2.0).add_(1.0))
+
+
+def _kept_offsets(
+    bounds: tuple[float, float, float, float], r: int, dtype: torch.dtype
+) -> list[tuple[tuple[tuple[int, int], ...], tuple[tuple[int, int], ...]]]:
+    """Which offsets of a band to sum: for each row ``dy = 0..r``, per side (``dx = d > 0``,
+    ``dx = -d``), the range ``(lo, hi)`` of ``d`` summed (with the offsets' mirror images
+    ``-(dx, dy)``), and the range whose weights :func:`_general_tile` must still update.
+
+    ``bounds`` are the band's ``(max a, min b, max b, max c)`` of the base-2 exponent
+    ``a dx^2 + b dx dy + c dy^2``. An offset is left out where its weight stays below
+    ``eps / (2r+1)^2`` of the centre weight 1 at every pixel of the band: all left-out
+    weights together change the output by less than one rounding step of ``dtype``.
+    Ranges are hulls (they may hold offsets that could have been left out); an empty
+    range is ``(1, 0)``.
+    """
+    floor = math.log2(torch.finfo(dtype).eps / (2 * r + 1) ** 2)
+    amax, bmin, bmax, cmax = bounds
+
+    def q(dx: int, dy: int) -> float:  # bound on the exponent over the band
+        return amax * dx * dx + max(bmin * dx * dy, bmax * dx * dy) + cmax * dy * dy
+
+    keep = [  # per row dy, per side (dx = d, dx = -d): the kept d
+        [[d for d in range(1, r + 1) if q(sign * d, dy) > floor] for sign in (1, -1)]
+        for dy in range(r + 1)
+    ]
+    out, later = [], [[], []]
+    for dy in range(r, -1, -1):  # from the last row back: what this and later rows need
+        later = [sorted(set(lt) | set(k)) for lt, k in zip(later, keep[dy], strict=True)]
+        out.append((tuple(map(_span, keep[dy])), tuple(map(_span, later))))
+    return out[::-1]
+
+
+def _span(ds: list[int]) -> tuple[int, int]:
+    """``(first, last)`` of a sorted list; ``(1, 0)`` (empty) for an empty one."""
+    return (ds[0], ds[-1]) if ds else (1, 0)
 
 
 class Gaussian(nn.Module):

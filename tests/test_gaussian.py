@@ -16,6 +16,8 @@ from hypothesis import strategies as st
 from pkn.kernels.gaussian import Gaussian, gaussian
 
 G = importlib.import_module("pkn.kernels.gaussian")  # the module, not the function
+GS = importlib.import_module("pkn.kernels._gaussian_separable")  # rho = 0 path, shared helpers
+GG = importlib.import_module("pkn.kernels._gaussian_general")  # any-rho path
 
 PROPS = settings(max_examples=25, deadline=None)
 
@@ -152,10 +154,11 @@ CASES = {  # name: (sigma1, sigma2, rho, size); "tiny" cases have sigmas near 0
 
 def _force(path: str, monkeypatch) -> None:
     """Pick the way the weights are made where rho != 0 ("auto": products where safe)."""
-    if path == "exp":  # one exponential per offset
-        monkeypatch.setattr(G, "_exp_limit", lambda dtype: -1.0)
-    elif path == "product":  # running products (unsafe for tiny sigmas: not used there)
-        monkeypatch.setattr(G, "_exp_limit", lambda dtype: math.inf)
+    for mod in (GS, GG):  # both tiles read _exp_limit (imported into _gaussian_general)
+        if path == "exp":  # one exponential per offset
+            monkeypatch.setattr(mod, "_exp_limit", lambda dtype: -1.0)
+        elif path == "product":  # running products (unsafe for tiny sigmas: not used there)
+            monkeypatch.setattr(mod, "_exp_limit", lambda dtype: math.inf)
 
 
 @pytest.mark.parametrize(
@@ -178,8 +181,8 @@ def test_matches_reference(case, path, monkeypatch):
 
 def test_automatic_choice_of_the_weights(monkeypatch):
     calls = []
-    powers = G._powers
-    monkeypatch.setattr(G, "_powers", lambda *a: calls.append(1) or powers(*a))
+    powers = GG._powers
+    monkeypatch.setattr(GG, "_powers", lambda *a: calls.append(1) or powers(*a))
     x = _rand(1, 1, 8, 9, seed=12)
     gaussian(x, 1.0, 1.5, 0.3)  # moderate: products
     assert len(calls) == 1
@@ -482,9 +485,9 @@ def test_negligible_offsets_left_out_without_changing_the_result(dtype):
     x = _rand(1, 1, 30, 32, seed=80, dtype=dtype)
     s = _rand(1, 1, 15, 16, lo=1.8, hi=2.0, seed=81, dtype=dtype)
     rho = _rand(1, 1, 15, 16, lo=0.93, hi=0.97, seed=82, dtype=dtype)
-    a, b, c = G._coefficients(s, s, rho, lambda name, shape: torch.empty(shape, dtype=dtype))
+    a, b, c = GG._coefficients(s, s, rho, lambda name, shape: torch.empty(shape, dtype=dtype))
     bounds = (float(a.max()), float(b.min()), float(b.max()), float(c.max()))
-    kept = G._kept_offsets(bounds, 6, dtype)
+    kept = GG._kept_offsets(bounds, 6, dtype)
     n_kept = sum(hi - lo + 1 for spans, _ in kept for lo, hi in spans if hi >= lo)
     assert n_kept < 2 * 7 * 6  # some of the 2 x 7 x 6 one-sided offsets are left out
     with torch.no_grad():

@@ -2,7 +2,7 @@
 
 Parameter maps are resampled one band of rows at a time (never a full-resolution stack),
 images padded one band at a time, and window radii found from exact bounds, so the
-offset loops stream small, cache-resident buffers.
+offset loops stream small, cache-resident buffers, reused from band to band (:class:`Scratch`).
 """
 
 from __future__ import annotations
@@ -14,7 +14,59 @@ import torch
 
 from ._common import Param, all_finite, as_map, max_value
 
-__all__ = ["as_map_fast", "pad_band", "resample_rows", "resampled_radius"]
+__all__ = [
+    "Scratch",
+    "as_map_fast",
+    "broadcast_shape",
+    "pad_band",
+    "resample_rows",
+    "resampled_radius",
+]
+
+
+def broadcast_shape(*shapes) -> tuple[int, ...]:
+    """``torch.broadcast_shapes`` for valid shapes, without its Python overhead."""
+    n = max(len(t) for t in shapes)
+    shapes = [(1,) * (n - len(t)) + tuple(t) for t in shapes]
+    return tuple(0 if 0 in d else max(d) for d in zip(*shapes, strict=True))
+
+
+class Scratch:
+    """Named scratch tensors reused from band to band when no gradient is needed.
+
+    Fresh multi-megabyte tensors cost page faults on every band; reusing a few buffers
+    (views of their first elements, the first band being the largest) avoids that. Without
+    a gradient the bands of rows are filled one after the other, so the buffers of one band
+    are free for the next.
+
+    ``scratch(name, *shapes)`` is a contiguous tensor of the broadcast shape of ``shapes``
+    (shapes or tensors), sharing the storage of every earlier request with the same name.
+    With autograd every intermediate must be a new tensor: with ``enabled=False`` it hands
+    out ``None`` (for ``out=``) and the operations allocate.
+    """
+
+    def __init__(self, like: torch.Tensor, enabled: bool = True):
+        self.like, self.enabled, self.store, self.cache = like, enabled, {}, {}
+
+    def __call__(self, name: str, *shapes) -> torch.Tensor | None:
+        if not self.enabled:
+            return None
+        shape = shapes[0] if len(shapes) == 1 and isinstance(shapes[0], tuple) else None
+        if shape is None:  # tensors, or several shapes to broadcast
+            shape = broadcast_shape(*(getattr(s, "shape", s) for s in shapes))
+        n = math.prod(shape)
+        buf = self.store.get(name)
+        if buf is None or buf.numel() < n:
+            buf = self.store[name] = torch.empty(n, dtype=self.like.dtype, device=self.like.device)
+        return buf[:n].view(shape)
+
+    def views(self, name: str, t: torch.Tensor, make):
+        """``make(t)`` (views of ``t``), made once per buffer and shape: the bands reuse the
+        same buffers, so their many views need not be made again for every band."""
+        key = (name, t.data_ptr(), tuple(t.shape), t.stride())
+        if key not in self.cache:
+            self.cache[key] = make(t)
+        return self.cache[key]
 
 
 def pad_band(x: torch.Tensor, r: int, r0: int, r1: int, out: torch.Tensor) -> torch.Tensor:

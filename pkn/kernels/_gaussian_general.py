@@ -1,0 +1,235 @@
+"""Gaussian blur with any ``rho``: one band of rows (:func:`_general_tile`).
+
+With the coefficients of its exponent (:func:`_coefficients`), the running powers of
+the cross term (:func:`_powers`) and the offsets a band may leave out (:func:`_kept_offsets`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ._gaussian_separable import (
+    _LOG2E,
+    _SIGMA_FLOOR,
+    _acc,
+    _add,
+    _exp_limit,
+    _no_scratch,
+    _shifts,
+    _squares,
+)
+
+_RHO_CAP = 1.0 - 1e-6  # keeps 1 / (1 - rho^2) finite: rho -> +-1 never gives NaN
+
+
+def _broadcast(*shapes: tuple[int, ...]) -> tuple[int, ...]:
+    """``torch.broadcast_shapes`` of 4-d shapes, without its Python overhead."""
+    return tuple(0 if 0 in d else max(d) for d in zip(*shapes, strict=True))
+
+
+def _powers(b: torch.Tensor, r: int, out: torch.Tensor | None) -> torch.Tensor:
+    """``exp(b d)`` (first row) and ``exp(-b d)`` (second) for ``d = 1..r``: ``(2, r, *b.shape)``;
+    into ``out`` only ``2^(b d)``, ``(r, *b.shape)`` (divisions give the negative powers).
+
+    Built as running products of ``exp(+-b)`` (relative error below ``r`` ulps).
+    """
+    if out is None:  # out of place, for autograd
+        e1 = torch.stack((b, -b)).exp()  # (2, *shape)
+        rows = [e1]
+        for _ in range(r - 1):
+            rows.append(rows[-1] * e1)
+        return torch.stack(rows, 1)
+    torch.exp2(b, out=out[0])
+    for d in range(1, r):
+        torch.mul(out[d - 1], out[0], out=out[d])
+    return out
+
+
+def _coefficients(
+    s1: torch.Tensor, s2: torch.Tensor, rho: torch.Tensor, new
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``a = -1/(2 s1^2 (1-r^2))``, ``b = r / (s1 s2 (1-r^2))``, ``c = -1/(2 s2^2 (1-r^2))``,
+    times ``log2(e)`` with scratch buffers (no gradient: base-2 exponents).
+
+    Sigmas are clamped to at least ``1e-10`` and ``|r|`` to at most ``1 - 1e-6``; ``1 - r^2``
+    is taken as ``(1 - r)(1 + r)`` (accurate near ``|r| = 1``).
+    """
+    if new is _no_scratch:  # autograd: out of place
+        u1 = s1.clamp_min(_SIGMA_FLOOR).reciprocal()  # 1 / s1
+        u2 = s2.clamp_min(_SIGMA_FLOOR).reciprocal()  # 1 / s2
+        rc = rho.clamp(-_RHO_CAP, _RHO_CAP)
+        k = ((1.0 - rc) * (1.0 + rc)).reciprocal()  # 1 / (1 - r^2)
+        return -0.5 * k * u1.square(), rc * k * u1 * u2, -0.5 * k * u2.square()
+    u1 = torch.clamp(s1, min=_SIGMA_FLOOR, out=new("u1", s1.shape)).reciprocal_()
+    u2 = torch.clamp(s2, min=_SIGMA_FLOOR, out=new("u2", s2.shape)).reciprocal_()
+    rc = torch.clamp(rho, -_RHO_CAP, _RHO_CAP, out=new("rc", rho.shape))
+    k = torch.add(rc, 1.0, out=new("k", rho.shape))  # 1 + r
+    k.mul_(torch.sub(rc.new_ones(()), rc, out=new("k1", rho.shape)))  # (1 + r)(1 - r)
+    k = torch.div(rc.new_full((), -0.5 * _LOG2E), k, out=k)  # -log2(e) / (2 (1 - r^2))
+    shape = _broadcast(k.shape, u1.shape, u2.shape)
+    ku1 = torch.mul(k, u1, out=new("a", _broadcast(k.shape, u1.shape)))
+    t = torch.mul(u2, rc, out=new("t", _broadcast(u2.shape, rc.shape)))
+    b = torch.addcmul(rc.new_zeros(()), ku1, t, value=-2.0, out=new("b", shape))
+    c = torch.mul(k, u2, out=new("c", _broadcast(k.shape, u2.shape))).mul_(u2)
+    return ku1.mul_(u1), b, c
+
+
+def _general_tile(
+    xt: torch.Tensor,
+    r: int,
+    s1: torch.Tensor,
+    s2: torch.Tensor,
+    rho: torch.Tensor,
+    *,
+    out: torch.Tensor | None,
+    new,
+) -> torch.Tensor:
+    r"""One band of rows, any ``rho``: offsets ``o`` and ``-o`` share a weight.
+
+    With :math:`a = -1/(2 s_1^2 (1-r^2))`, :math:`c = -1/(2 s_2^2 (1-r^2))` and
+    :math:`b = r / (s_1 s_2 (1 - r^2))`, the exponent is :math:`a d_x^2 + b d_x d_y + c
+    d_y^2`. ``out`` and ``new`` as for :func:`_separable_tile`.
+    """
+    grad = out is None
+    a, b, c = _coefficients(s1, s2, rho, new)  # (B|1, C'|1, h|1, W|1), no grad: base 2
+    shape = b.shape  # of the weights: b depends on all three parameters
+    xs = _shifts(xt, r) if grad else new.views("xs", xt, lambda t: _shifts(t, r))
+    xc = xs[r][r]  # (B, C, h, W) centre pixels
+    pbuf = new("pair", xc.shape)
+
+    def pair(dy: int, dx: int, dst: torch.Tensor | None = pbuf) -> torch.Tensor:
+        """``x(p + o) + x(p - o)`` for ``o = (dx, dy)``, (B, C, h, W)."""
+        return _add(xs[r + dy][r + dx], xs[r - dy][r - dx], dst)
+
+    with torch.no_grad():
+        # Products (below) need every factor to be a normal number of the dtype, and the
+        # row sums (up to e^{(|a|+|b|) r^2} (2r+1) max|x|) to stay finite.
+        unit = 1.0 if grad else _LOG2E  # a, b, c are in base 2 without grad
+        (amin, amax), (bmin, bmax), (cmin, cmax), (xmin, xmax) = (
+            (float(v) for v in torch.aminmax(t)) for t in (a, b, c, xt)
+        )
+        big = r * r * (max(bmax, -bmin) - amin) / unit  # (|a|+|b|) r^2
+        xbig = math.log1p((2 * r + 1) * max(xmax, -xmin))
+        limit = _exp_limit(xt.dtype)
+        fits = big + xbig <= limit and -r * r * cmin / unit <= limit
+    ta, tc = (new("ta", (2, *a.shape)), new("tc", (2, *c.shape))) if fits else (None, None)
+    gx = _squares(a, r, new("gx", (r, *a.shape)), ta)  # g_x(d) = exp(a d^2), by products
+    gy = _squares(c, r, new("gy", (r, *c.shape)), tc)  # g_y(d) = exp(c d^2)
+    # offsets whose weights are negligible in the whole band are left out (no gradient)
+    kept = None if grad else _kept_offsets((amax, bmin, bmax, cmax), r, xt.dtype)
+    k0 = r if grad else max(1, kept[0][0][0][1])  # row dy = 0: d = 1..k0 (d = 1 always)
+    # the centre (weight 1) and the row dy = 0 (no cross term)
+    num = xc.clone() if grad else torch.addcmul(xc, gx[0], pair(0, 1), out=out)
+    for d in range(1 if grad else 2, k0 + 1):
+        num = _acc(num, gx[d - 1], pair(0, d), grad)
+    # one-sided sum of the weights: the row dy = 0 and the column dx = 0
+    gxs, gys = gx[:k0].expand(k0, *shape), gy.expand(r, *shape)
+    if grad:
+        acc = gxs.sum(0)
+    else:
+        acc = torch.sum(gxs, 0, out=new("acc", shape))
+        acc.add_(torch.sum(gys, 0, out=new("rden", shape)))
+    if fits:
+        # w(dx, dy) = g_y(dy) A_dx(dy) with A_dx(dy) = exp(a dx^2 + b dx dy) = g_x(dx) V_dx^dy,
+        # V_dx = e^{b dx}: one product per offset updates A, and the row sum over dx is
+        # weighted by g_y(dy) once.
+        ds = (*range(1, r + 1), *range(-1, -r - 1, -1))  # the order of the stacks below
+        if grad:
+            vs = _powers(b, r, None)  # V_d = e^{b d}, V_-d = e^{-b d}: (2, r, ...)
+            av = vs * gx  # A_dx(1) = g_x(|dx|) V_dx
+        else:  # V_d only, (r, ...): A_-d is divided by V_d (fewer maps to stream)
+            vs = _powers(b, r, new("vs", (r, *shape)))
+            av = new("av", (2, r, *shape))
+            torch.mul(gx, vs, out=av[0])
+            torch.div(gx, vs, out=av[1])
+        rbuf, dbuf = new("row", xc.shape), new("rden", shape)
+        if not grad:
+            adf = new.views("av", av, lambda t: t.flatten(0, 1).unbind(0))  # A_d, then A_-d
+        for dy in range(1, r + 1):
+            if grad:
+                av = av * vs if dy > 1 else av  # A_dx(dy)
+                row = pair(dy, 0, None)  # dx = 0: A = 1
+                for d, ad in zip(ds, av.flatten(0, 1).unbind(0), strict=True):
+                    row = row + ad * pair(dy, d, None)
+                num = num + gy[dy - 1] * row
+                acc = acc + gy[dy - 1] * (1.0 + av.sum((0, 1)))
+                continue
+            spans, updates = kept[dy]  # per side (dx > 0, dx < 0): d = lo..hi
+            for side, (lo, hi) in enumerate(updates if dy > 1 else ()):
+                if lo <= hi:  # A_dx(dy) = A_dx(dy - 1) V_dx for the d still kept later
+                    op = torch.Tensor.mul_ if side == 0 else torch.Tensor.div_
+                    op(av[side, lo - 1 : hi], vs[lo - 1 : hi])
+            up, down = xs[r + dy], xs[r - dy]  # rows p + dy and p - dy, by column offset
+            row = torch.add(up[r], down[r], out=rbuf)  # dx = 0: A = 1
+            for side, (lo, hi) in enumerate(spans):
+                for d in range(lo, hi + 1):
+                    e = d if side == 0 else -d  # dx
+                    row.addcmul_(adf[side * r + d - 1], torch.add(up[r + e], down[r - e], out=pbuf))
+            num.addcmul_(gy[dy - 1], row)
+            if spans == ((1, r), (1, r)):  # all kept: one sum (slices over both axes are slow)
+                acc.addcmul_(gy[dy - 1], torch.sum(av, (0, 1), out=dbuf))
+                continue
+            for side, (lo, hi) in enumerate(spans):
+                if lo <= hi:
+                    acc.addcmul_(gy[dy - 1], torch.sum(av[side, lo - 1 : hi], 0, out=dbuf))
+    else:
+        # One exponential per offset; the exponent is <= 0 up to rounding (clamped).
+        wbuf = new("w", shape)
+        for dy in range(1, r + 1):
+            num = _acc(num, gy[dy - 1], pair(dy, 0), grad)  # dx = 0: no cross term
+            if grad:
+                acc = acc + gy[dy - 1]
+            base, lin = c * float(dy * dy), b * float(dy)  # c dy^2, b dy
+            dxs = (*range(-r, 0), *range(1, r + 1))
+            if not grad:  # the kept offsets only
+                (lo0, hi0), (lo1, hi1) = kept[dy][0]
+                dxs = (*range(-hi1, -lo1 + 1), *range(lo0, hi0 + 1))
+            for dx in dxs:
+                if grad:
+                    w = (base + a * float(dx * dx) + lin * float(dx)).clamp(max=0.0).exp()
+                else:
+                    w = torch.add(base, a, alpha=float(dx * dx), out=wbuf)
+                    w = w.add_(lin, alpha=float(dx)).clamp_(max=0.0).exp2_()
+                num = _acc(num, w, pair(dy, dx), grad)
+                acc = acc + w if grad else acc.add_(w)
+    if grad:
+        return num / (1.0 + 2.0 * acc)
+    return num.div_(acc.mul_(2.0).add_(1.0))
+
+
+def _kept_offsets(
+    bounds: tuple[float, float, float, float], r: int, dtype: torch.dtype
+) -> list[tuple[tuple[tuple[int, int], ...], tuple[tuple[int, int], ...]]]:
+    """Which offsets of a band to sum: for each row ``dy = 0..r``, per side (``dx = d > 0``,
+    ``dx = -d``), the range ``(lo, hi)`` of ``d`` summed (with the offsets' mirror images
+    ``-(dx, dy)``), and the range whose weights :func:`_general_tile` must still update.
+
+    ``bounds`` are the band's ``(max a, min b, max b, max c)`` of the base-2 exponent
+    ``a dx^2 + b dx dy + c dy^2``. An offset is left out where its weight stays below
+    ``eps / (2r+1)^2`` of the centre weight 1 at every pixel of the band: all left-out
+    weights together change the output by less than one rounding step of ``dtype``.
+    Ranges are hulls (they may hold offsets that could have been left out); an empty
+    range is ``(1, 0)``.
+    """
+    floor = math.log2(torch.finfo(dtype).eps / (2 * r + 1) ** 2)
+    amax, bmin, bmax, cmax = bounds
+
+    def q(dx: int, dy: int) -> float:  # bound on the exponent over the band
+        return amax * dx * dx + max(bmin * dx * dy, bmax * dx * dy) + cmax * dy * dy
+
+    keep = [  # per row dy, per side (dx = d, dx = -d): the kept d
+        [[d for d in range(1, r + 1) if q(sign * d, dy) > floor] for sign in (1, -1)]
+        for dy in range(r + 1)
+    ]
+    out, later = [], [[], []]
+    for dy in range(r, -1, -1):  # from the last row back: what this and later rows need
+        later = [sorted(set(lt) | set(k)) for lt, k in zip(later, keep[dy], strict=True)]
+        out.append((tuple(map(_span, keep[dy])), tuple(map(_span, later))))
+    return out[::-1]
+
+
+def _span(ds: list[int]) -> tuple[int, int]:
+    """``(first, last)`` of a sorted list; ``(1, 0)`` (empty) for an empty one."""
+    return (ds[0], ds[-1]) if ds else (1, 0)

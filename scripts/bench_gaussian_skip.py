@@ -1,0 +1,65 @@
+"""The anisotropic Gaussian against NLM in one process, with and without leaving out
+negligible offsets (``pkn.kernels._gaussian_general._kept_offsets``).
+
+12-megapixel synthetic float32 image, half-resolution constant maps as in
+``python -m pkn bench kernels``; one torch thread; the three calls alternate, best of
+``--repeat``. Usage: ``.venv/bin/python scripts/bench_gaussian_skip.py [s1 s2 rho]``.
+"""
+
+import argparse
+import time
+
+import torch
+
+import pkn.kernels._gaussian_general as GG
+from pkn.benchmarks._measure import synthetic_image
+from pkn.kernels.gaussian import gaussian
+from pkn.kernels.nlm import nlm
+
+
+def _keep_all(bounds, r, dtype):
+    """Every offset kept: the behaviour before offsets were left out."""
+    span = ((1, r), (1, r))
+    return [(span, span)] * (r + 1)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("params", nargs="*", type=float, default=[1.0, 2.0, 0.5])
+    p.add_argument("--repeat", type=int, default=5)
+    a = p.parse_args()
+    torch.set_num_threads(1)
+    H, W = 3000, 4000
+    x = torch.from_numpy(synthetic_image(H, W, 0))[None, None]
+    half = (1, 1, (H + 1) // 2, (W + 1) // 2)
+    s1, s2, rho = (torch.full(half, v) for v in a.params)
+    sigma = torch.full(half, 0.1)
+    kept = GG._kept_offsets
+
+    def all_offsets():
+        GG._kept_offsets = _keep_all
+        try:
+            return gaussian(x, s1, s2, rho)
+        finally:
+            GG._kept_offsets = kept
+
+    calls = {
+        "nlm": lambda: nlm(x, sigma),
+        "gaussian": lambda: gaussian(x, s1, s2, rho),
+        "gaussian, all offsets": all_offsets,
+    }
+    best = dict.fromkeys(calls, float("inf"))
+    with torch.no_grad():
+        for _ in range(a.repeat):
+            for name, f in calls.items():
+                t0 = time.perf_counter()
+                f()
+                best[name] = min(best[name], time.perf_counter() - t0)
+    print(f"maps sigma1, sigma2, rho = {a.params}; best of {a.repeat}, one thread")
+    for name, t in best.items():
+        print(f"{name:24s} {t:.3f} s  ({t / best['nlm']:.2f}x nlm)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -141,12 +141,11 @@ def _general_tile(
             av = vs * gx  # A_dx(1) = g_x(|dx|) V_dx
         else:  # V_d only, (r, ...): A_-d is divided by V_d (fewer maps to stream)
             vs = _powers(b, r, new("vs", (r, *shape)))
-            av = new("av", (2, r, *shape))
-            torch.mul(gx, vs, out=av[0])
-            torch.div(gx, vs, out=av[1])
+            av = new("av", (2, r, *shape))  # filled offset by offset in the loop below
         rbuf, dbuf = new("row", xc.shape), new("rden", shape)
         if not grad:
             adf = new.views("av", av, lambda t: t.flatten(0, 1).unbind(0))  # A_d, then A_-d
+            vsf = new.views("vs", vs, lambda t: t.unbind(0))  # V_d
         for dy in range(1, r + 1):
             if grad:
                 av = av * vs if dy > 1 else av  # A_dx(dy)
@@ -156,24 +155,26 @@ def _general_tile(
                 num = num + gy[dy - 1] * row
                 acc = acc + gy[dy - 1] * (1.0 + av.sum((0, 1)))
                 continue
+            # Offset by offset: A_dx(dy) = A_dx(dy - 1) V_dx is updated right before it is
+            # used and summed, while it is still in cache (A is the largest stack here).
             spans, updates = kept[dy]  # per side (dx > 0, dx < 0): d = lo..hi
-            for side, (lo, hi) in enumerate(updates if dy > 1 else ()):
-                if lo <= hi:  # A_dx(dy) = A_dx(dy - 1) V_dx for the d still kept later
-                    op = torch.Tensor.mul_ if side == 0 else torch.Tensor.div_
-                    op(av[side, lo - 1 : hi], vs[lo - 1 : hi])
             up, down = xs[r + dy], xs[r - dy]  # rows p + dy and p - dy, by column offset
             row = torch.add(up[r], down[r], out=rbuf)  # dx = 0: A = 1
-            for side, (lo, hi) in enumerate(spans):
-                for d in range(lo, hi + 1):
-                    e = d if side == 0 else -d  # dx
-                    row.addcmul_(adf[side * r + d - 1], torch.add(up[r + e], down[r - e], out=pbuf))
+            den = None  # sum of the kept A_dx(dy)
+            for side, ((lo, hi), (ulo, uhi)) in enumerate(zip(spans, updates, strict=True)):
+                for d in range(ulo, uhi + 1):
+                    ad = adf[side * r + d - 1]
+                    if dy == 1:  # A_dx(1) = g_x(|dx|) V_dx
+                        (torch.mul if side == 0 else torch.div)(gx[d - 1], vsf[d - 1], out=ad)
+                    else:
+                        (ad.mul_ if side == 0 else ad.div_)(vsf[d - 1])
+                    if lo <= d <= hi:
+                        e = d if side == 0 else -d  # dx
+                        row.addcmul_(ad, torch.add(up[r + e], down[r - e], out=pbuf))
+                        den = dbuf.copy_(ad) if den is None else den.add_(ad)
             num.addcmul_(gy[dy - 1], row)
-            if spans == ((1, r), (1, r)):  # all kept: one sum (slices over both axes are slow)
-                acc.addcmul_(gy[dy - 1], torch.sum(av, (0, 1), out=dbuf))
-                continue
-            for side, (lo, hi) in enumerate(spans):
-                if lo <= hi:
-                    acc.addcmul_(gy[dy - 1], torch.sum(av[side, lo - 1 : hi], 0, out=dbuf))
+            if den is not None:
+                acc.addcmul_(gy[dy - 1], den)
     else:
         # One exponential per offset; the exponent is <= 0 up to rounding (clamped).
         wbuf = new("w", shape)

@@ -49,11 +49,19 @@ def arrange(viewer) -> None:
         viewer.layers.move(viewer.layers.index(clean), len(viewer.layers))
     for layer in viewer.layers:
         layer.name_overlay.visible = True
-    viewer.grid.enabled = True
+    grid = grid_of(viewer)
+    grid.enabled = True
     n = len(viewer.layers)
     if n > 4:  # two columns: the cells stay wide enough for the layer names
-        viewer.grid.shape = (-(-n // 2), 2)
+        grid.shape = (-(-n // 2), 2)
     viewer.reset_view()
+
+
+def grid_of(viewer):
+    """The viewer's grid settings: ``viewer.canvas.grid`` (napari >= 0.9; ``viewer.grid``
+    is deprecated there), else ``viewer.grid``."""
+    canvas = getattr(viewer, "canvas", None)
+    return canvas.grid if canvas is not None and hasattr(canvas, "grid") else viewer.grid
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -43,7 +43,7 @@ def main(out: Path = OUT) -> Path:
     from qtpy.QtCore import Qt
     from qtpy.QtWidgets import QApplication
 
-    from napari_pkn._launch import open_viewer
+    from napari_pkn._launch import grid_of, open_viewer
 
     viewer, widget = open_viewer(run=False, show=True)
     app = QApplication.instance()
@@ -62,8 +62,9 @@ def main(out: Path = OUT) -> Path:
     clean = layers["fluorescence (clean reference)"]
     clean.visible = True
     layers.move(layers.index(clean), len(layers))
-    viewer.grid.enabled = True
-    viewer.grid.shape = (3, 2)  # noisy, restored / sigma, spatial sigma / clean
+    grid = grid_of(viewer)
+    grid.enabled = True
+    grid.shape = (3, 2)  # noisy, restored / sigma, spatial sigma / clean
     for layer in layers:  # each grid cell is labelled with its layer's name
         layer.name_overlay.visible = True
     maps = [ly for ly in layers if ly.name.endswith(("] sigma", "] spatial_sigma"))]

@@ -390,7 +390,7 @@ def test_deblur_with_a_psf_layer(all_models, viewer_widget, qtbot):
 def test_main_job_runs_the_default_model_and_shows_every_map(make_napari_viewer, qtbot):
     """``python -m napari_pkn._launch --run``: whatever kernel the user last chose, the demo
     restores the sample with the denoising default and lays out all its maps."""
-    from napari_pkn._launch import arrange, open_viewer
+    from napari_pkn._launch import arrange, grid_of, open_viewer
     from napari_pkn._qt import _settings
 
     _settings.save({"kernel": "bilateral", "show_maps": False})
@@ -402,4 +402,5 @@ def test_main_job_runs_the_default_model_and_shows_every_map(make_napari_viewer,
     assert names[-1] == "fluorescence (clean reference)"
     assert any(n.endswith("] sigma") for n in names)
     assert any(n.endswith("] spatial_sigma") for n in names)
-    assert viewer.grid.enabled and tuple(viewer.grid.shape) == (3, 2)
+    grid = grid_of(viewer)
+    assert grid.enabled and tuple(grid.shape) == (3, 2)

@@ -158,3 +158,25 @@ def test_evaluate_marks_targets():
     assert slow.startswith("FAIL") and "time" in slow and "peak" in slow
     text = format_table(results)
     assert "error: ImportError: nope" in text and "0.40x" in text
+
+
+def test_combine_rounds_takes_each_kernels_median_round():
+    from pkn.benchmarks.kernels import combine_rounds
+
+    def r(name, seconds, ok=True):
+        return {"name": name, "ok": ok, "seconds": seconds, "round_tag": seconds}
+
+    rounds = [
+        [r("skimage_nlm", 2.5), r("nlm", 1.2), {"name": "kpn", "ok": False, "error": "x"}],
+        [r("skimage_nlm", 2.3), r("nlm", 0.9), r("kpn", 0.7)],
+        [r("skimage_nlm", 2.4), r("nlm", 1.0), {"name": "kpn", "ok": False, "error": "y"}],
+    ]
+    out = {x["name"]: x for x in combine_rounds(rounds)}
+    assert [x["name"] for x in combine_rounds(rounds)] == ["skimage_nlm", "nlm", "kpn"]
+    assert out["skimage_nlm"]["seconds"] == 2.4 and out["nlm"]["seconds"] == 1.0
+    assert out["nlm"]["seconds_rounds"] == [0.9, 1.0, 1.2]
+    assert out["kpn"]["seconds"] == 0.7  # the only round that measured it
+    two = combine_rounds([[r("nlm", 1.0)], [r("nlm", 2.0)]])[0]
+    assert two["seconds"] == 1.0  # even count: the lower middle round
+    failed = combine_rounds([[{"name": "affine", "ok": False, "error": "e"}]])[0]
+    assert failed == {"name": "affine", "ok": False, "error": "e"}

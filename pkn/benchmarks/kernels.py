@@ -25,7 +25,7 @@ import sys
 
 from ._measure import KERNELS, SETTINGS, SKIMAGE, parse_size, positive_int
 
-__all__ = ["evaluate", "format_table", "main", "run_one"]
+__all__ = ["combine_rounds", "evaluate", "format_table", "main", "run_one"]
 
 NLM_TIME_RATIO = 0.5  # nlm seconds <= this x skimage seconds
 NLM_PEAK_IMAGES, NLM_PEAK_EXTRA = 4, 200e6  # nlm peak <= 4 x image bytes + 200 MB
@@ -127,6 +127,34 @@ def evaluate(results: list[dict]) -> list[dict]:
     return results
 
 
+def combine_rounds(rounds: list[list[dict]]) -> list[dict]:
+    """One result per benchmark from several rounds of the same sweep.
+
+    Parameters
+    ----------
+    rounds : list of list of dict
+        Results of :func:`run_one`, one list per round, the same names in each.
+
+    Returns
+    -------
+    list of dict
+        Per name (in the first round's order) the measured result with the median seconds
+        (the lower middle one for an even count), with ``seconds_rounds`` (every round's
+        seconds) added; a name never measured keeps the first round's failure.
+    """
+    out = []
+    for first in rounds[0]:
+        ok = [r for rnd in rounds for r in rnd if r["name"] == first["name"] and r.get("ok")]
+        if not ok:
+            out.append(first)
+            continue
+        ok.sort(key=lambda r: r["seconds"])
+        best = dict(ok[(len(ok) - 1) // 2])
+        best["seconds_rounds"] = [r["seconds"] for r in ok]
+        out.append(best)
+    return out
+
+
 def format_table(results: list[dict], *, markdown: bool = False) -> str:
     """Render evaluated results as an aligned text table or a Markdown table."""
     head = ["kernel", "seconds", "MP/s (output)", "peak MB over input", "time vs skimage NLM"]
@@ -226,16 +254,28 @@ def main(argv: list[str] | None = None) -> int:
         metavar="NAME",
         help="measure only these kernels (skimage NLM is always measured)",
     )
+    p.add_argument(
+        "--rounds",
+        type=positive_int,
+        default=1,
+        metavar="R",
+        help="run the whole sweep R times, one kernel after the other, and report each "
+        "kernel's median round (evens out a machine whose speed drifts; default 1)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic inputs")
     p.add_argument("--markdown", action="store_true", help="print a Markdown table")
     a = p.parse_args(argv)
 
     names = [SKIMAGE, *dict.fromkeys(a.only or KERNELS)]
-    results = []
-    for name in names:
-        print(f"[bench] measuring {name} ...", file=sys.stderr, flush=True)
-        results.append(run_one(name, a.size, repeat=a.repeat, threads=a.threads, seed=a.seed))
-    evaluate(results)
+    rounds = []
+    for k in range(a.rounds):
+        rounds.append([])
+        for name in names:
+            print(f"[bench] round {k + 1}/{a.rounds}: {name} ...", file=sys.stderr, flush=True)
+            rounds[-1].append(
+                run_one(name, a.size, repeat=a.repeat, threads=a.threads, seed=a.seed)
+            )
+    results = evaluate(combine_rounds(rounds))
 
     done = [r for r in results if r.get("ok")]
     info = done[0] if done else {}
@@ -253,7 +293,8 @@ def main(argv: list[str] | None = None) -> int:
         f"torch threads: {info.get('threads', '?')}"
         + (" (--threads)" if a.threads else " (torch default)"),
         f"image: {H}x{W} ({H * W / 1e6:.3g} MP) synthetic float32, 1 channel, noise 0.05; "
-        f"median of {a.repeat} run(s) after a warm-up on 64x64; under torch.no_grad()",
+        f"median of {a.repeat} run(s) after a warm-up on 64x64; under torch.no_grad()"
+        + (f"; median of {a.rounds} rounds of the whole sweep" if a.rounds > 1 else ""),
         f"memory: {info.get('memory_method', '?')}; MB = 10^6 bytes",
         f"targets: nlm <= {NLM_TIME_RATIO}x skimage time; nlm peak <= {NLM_PEAK_IMAGES}x image "
         f"bytes + {NLM_PEAK_EXTRA / _MB:.0f} MB; others: s per output MP <= nlm's",

@@ -46,18 +46,36 @@ def all_finite(t: torch.Tensor) -> bool:
         return bool(torch.isfinite(t).all())
 
 
+def check_ndim(
+    t: object, name: str, ndim: int, shape_text: str, *, type_hint: str = "", ndim_hint: str = ""
+) -> None:
+    """Raise a clear exception unless ``t`` is a tensor with ``ndim`` dimensions.
+
+    ``shape_text`` (e.g. ``"(B, C, H, W)"``) names the expected axes; the hints, if given,
+    follow the message after ``"; "`` and say how to fix it.
+    """
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(
+            f"{name} must be a torch.Tensor of shape {shape_text}, got {type(t).__name__}"
+            + (f"; {type_hint}" if type_hint else ".")
+        )
+    if t.ndim != ndim:
+        raise ValueError(
+            f"{name} must have {ndim} dimensions {shape_text}, got {t.ndim} with shape "
+            f"{tuple(t.shape)}" + (f"; {ndim_hint}" if ndim_hint else ".")
+        )
+
+
 def check_image(x: torch.Tensor, name: str = "x", *, min_size: int = 1) -> None:
     """Raise a clear exception unless ``x`` is a finite floating ``(B, C, H, W)`` tensor."""
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(
-            f"{name} must be a torch.Tensor of shape (B, C, H, W), got {type(x).__name__}; "
-            "convert numpy arrays with torch.from_numpy(a)[None, None] for one gray image."
-        )
-    if x.ndim != 4:
-        raise ValueError(
-            f"{name} must have 4 dimensions (B, C, H, W), got {x.ndim} with shape "
-            f"{tuple(x.shape)}; add batch/channel axes with x[None, None] for one gray image."
-        )
+    check_ndim(
+        x,
+        name,
+        4,
+        "(B, C, H, W)",
+        type_hint="convert numpy arrays with torch.from_numpy(a)[None, None] for one gray image.",
+        ndim_hint="add batch/channel axes with x[None, None] for one gray image.",
+    )
     if x.dtype not in _FLOAT_DTYPES:
         raise TypeError(
             f"{name} must be a floating tensor (float32 or float64), got {x.dtype}; "
@@ -78,14 +96,7 @@ def check_image(x: torch.Tensor, name: str = "x", *, min_size: int = 1) -> None:
 
 def check_stack(p: object, x: torch.Tensor, name: str, shape_text: str) -> torch.Tensor:
     """Validate a ``(B or 1, n, h, w)`` stack of per-pixel maps; return it in ``x``'s dtype."""
-    if not isinstance(p, torch.Tensor):
-        raise TypeError(
-            f"{name} must be a torch.Tensor of shape {shape_text}, got {type(p).__name__}."
-        )
-    if p.ndim != 4:
-        raise ValueError(
-            f"{name} must have 4 dimensions {shape_text}, got {p.ndim} with shape {tuple(p.shape)}."
-        )
+    check_ndim(p, name, 4, shape_text)
     B = x.shape[0]
     if p.shape[0] not in (1, B):
         raise ValueError(f"{name} has batch size {p.shape[0]}, but the image has {B} (or use 1).")

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._common import check_image, check_stack, pad, row_tiles
+from ._common import check_image, check_ndim, check_stack, pad, row_tiles
 from .kpn import _BandResampler
 
 __all__ = ["Basis", "basis"]
@@ -14,15 +14,9 @@ __all__ = ["Basis", "basis"]
 
 def _bases_tensor(bases: object) -> torch.Tensor:
     """A clear exception unless ``bases`` is a 3-D tensor ``(N, k, k)``."""
-    if not isinstance(bases, torch.Tensor):
-        raise TypeError(
-            f"bases must be a torch.Tensor of shape (N, k, k), got {type(bases).__name__}."
-        )
-    if bases.ndim != 3:
-        raise ValueError(
-            f"bases must have 3 dimensions (N, k, k), got {bases.ndim} with shape "
-            f"{tuple(bases.shape)}; stack 2-D kernels with torch.stack([...])."
-        )
+    check_ndim(
+        bases, "bases", 3, "(N, k, k)", ndim_hint="stack 2-D kernels with torch.stack([...])."
+    )
     return bases
 
 

@@ -24,11 +24,6 @@ from ._gaussian_separable import (
 _RHO_CAP = 1.0 - 1e-6  # keeps 1 / (1 - rho^2) finite: rho -> +-1 never gives NaN
 
 
-def _broadcast(*shapes: tuple[int, ...]) -> tuple[int, ...]:
-    """``torch.broadcast_shapes`` of 4-d shapes, without its Python overhead."""
-    return tuple(0 if 0 in d else max(d) for d in zip(*shapes, strict=True))
-
-
 def _powers(b: torch.Tensor, r: int, out: torch.Tensor | None) -> torch.Tensor:
     """``exp(b d)`` (first row) and ``exp(-b d)`` (second) for ``d = 1..r``: ``(2, r, *b.shape)``;
     into ``out`` only ``2^(b d)``, ``(r, *b.shape)`` (divisions give the negative powers).
@@ -68,11 +63,11 @@ def _coefficients(
     k = torch.add(rc, 1.0, out=new("k", rho.shape))  # 1 + r
     k.mul_(torch.sub(rc.new_ones(()), rc, out=new("k1", rho.shape)))  # (1 + r)(1 - r)
     k = torch.div(rc.new_full((), -0.5 * _LOG2E), k, out=k)  # -log2(e) / (2 (1 - r^2))
-    shape = _broadcast(k.shape, u1.shape, u2.shape)
-    ku1 = torch.mul(k, u1, out=new("a", _broadcast(k.shape, u1.shape)))
-    t = torch.mul(u2, rc, out=new("t", _broadcast(u2.shape, rc.shape)))
-    b = torch.addcmul(rc.new_zeros(()), ku1, t, value=-2.0, out=new("b", shape))
-    c = torch.mul(k, u2, out=new("c", _broadcast(k.shape, u2.shape))).mul_(u2)
+    # scratch buffers of the broadcast shape of their operands
+    ku1 = torch.mul(k, u1, out=new("a", k, u1))
+    t = torch.mul(u2, rc, out=new("t", u2, rc))
+    b = torch.addcmul(rc.new_zeros(()), ku1, t, value=-2.0, out=new("b", k, u1, u2))
+    c = torch.mul(k, u2, out=new("c", k, u2)).mul_(u2)
     return ku1.mul_(u1), b, c
 
 

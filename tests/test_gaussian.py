@@ -487,7 +487,7 @@ def test_negligible_offsets_left_out_without_changing_the_result(dtype):
     s = _rand(1, 1, 15, 16, lo=1.8, hi=2.0, seed=81, dtype=dtype)
     rho = _rand(1, 1, 15, 16, lo=0.93, hi=0.97, seed=82, dtype=dtype)
     a, b, c = GG._coefficients(s, s, rho, Scratch(s))  # the no-grad path's scratch buffers
-    bounds = (float(a.max()), float(b.min()), float(b.max()), float(c.max()))
+    bounds = tuple(float(v) for t in (a, b, c) for v in torch.aminmax(t))
     kept = GG._kept_offsets(bounds, 6, dtype)
     n_kept = sum(hi - lo + 1 for spans, _ in kept for lo, hi in spans if hi >= lo)
     assert n_kept < 2 * 7 * 6  # some of the 2 x 7 x 6 one-sided offsets are left out
@@ -495,3 +495,38 @@ def test_negligible_offsets_left_out_without_changing_the_result(dtype):
         y = gaussian(x, s, s, rho)
     tol = {"rtol": 1e-5, "atol": 1e-6} if dtype == torch.float32 else {"rtol": 1e-9, "atol": 1e-12}
     np.testing.assert_allclose(y.numpy(), reference(x, s, s, rho), **tol)
+
+
+def _window_mask(kept, r: int) -> np.ndarray:
+    """The (2r+1, 2r+1) offsets (rows dy, columns dx) that the spans of `kept` sum."""
+    mask = np.zeros((2 * r + 1, 2 * r + 1), dtype=bool)
+    mask[r:, r] = True  # the centre and the column dx = 0 are always summed
+    for dy, (spans, _) in enumerate(kept):
+        for sign, (lo, hi) in zip((1, -1), spans, strict=True):
+            for d in range(lo, hi + 1):
+                mask[r + dy, r + sign * d] = True
+    return mask | mask[::-1, ::-1]  # and the mirror image -o of every offset o
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_left_out_offsets_weigh_less_than_eps_of_the_kept_ones(dtype, seed):
+    # A band of pixels whose sigmas and correlations vary: at every pixel, the weights of
+    # the offsets left out add up to at most eps times the weights that are summed.
+    n = 64
+    s1 = _rand(1, 1, 1, n, lo=0.5, hi=0.7, seed=90 + seed, dtype=dtype)
+    s2 = _rand(1, 1, 1, n, lo=1.0, hi=1.3, seed=93 + seed, dtype=dtype)
+    rho = _rand(1, 1, 1, n, lo=0.3, hi=0.7, seed=96 + seed, dtype=dtype)
+    a, b, c = GG._coefficients(s1, s2, rho, Scratch(s1))  # base 2, as inference uses them
+    bounds = tuple(float(v) for t in (a, b, c) for v in torch.aminmax(t))
+    r = 6
+    mask = _window_mask(GG._kept_offsets(bounds, r, dtype), r)
+    assert not mask.all()  # something is left out
+    d = np.arange(-r, r + 1, dtype=np.float64)
+    dy, dx = d[:, None, None], d[None, :, None]  # rows, columns
+    q = a.double().numpy().ravel() * dx**2 + b.double().numpy().ravel() * dx * dy
+    w = np.exp2(q + c.double().numpy().ravel() * dy**2)  # (2r+1, 2r+1, n)
+    left_out, summed = w[~mask].sum(0), w[mask].sum(0)
+    assert np.all(left_out <= torch.finfo(dtype).eps * summed)
+    # and the rule is not trivially strict: leaving out nothing would not be needed
+    assert np.any(left_out > 0.01 * torch.finfo(dtype).eps * summed)

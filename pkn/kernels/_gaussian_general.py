@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 from ._gaussian_separable import (
@@ -65,8 +66,8 @@ def _coefficients(
     k = torch.div(rc.new_full((), -0.5 * _LOG2E), k, out=k)  # -log2(e) / (2 (1 - r^2))
     # scratch buffers of the broadcast shape of their operands
     ku1 = torch.mul(k, u1, out=new("a", k, u1))
-    t = torch.mul(u2, rc, out=new("t", u2, rc))
-    b = torch.addcmul(rc.new_zeros(()), ku1, t, value=-2.0, out=new("b", k, u1, u2))
+    t = torch.mul(u2, rc, out=new("t", u2, rc)).mul_(-2.0)
+    b = torch.mul(ku1, t, out=new("b", k, u1, u2))  # (addcmul with a 0-d zero is ~10x slower)
     c = torch.mul(k, u2, out=new("c", k, u2)).mul_(u2)
     return ku1.mul_(u1), b, c
 
@@ -112,20 +113,20 @@ def _general_tile(
     ta, tc = (new("ta", (2, *a.shape)), new("tc", (2, *c.shape))) if fits else (None, None)
     gx = _squares(a, r, new("gx", (r, *a.shape)), ta)  # g_x(d) = exp(a d^2), by products
     gy = _squares(c, r, new("gy", (r, *c.shape)), tc)  # g_y(d) = exp(c d^2)
+    # one map per d (without grad the views are made once per buffer, not per band)
+    gxd, gyd = (
+        t.unbind(0) if grad else new.views(n, t, torch.unbind) for t, n in ((gx, "gx"), (gy, "gy"))
+    )
     # offsets whose weights are negligible in the whole band are left out (no gradient)
-    kept = None if grad else _kept_offsets((amax, bmin, bmax, cmax), r, xt.dtype)
+    kept = None if grad else _kept_offsets((amin, amax, bmin, bmax, cmin, cmax), r, xt.dtype)
     k0 = r if grad else max(1, kept[0][0][0][1])  # row dy = 0: d = 1..k0 (d = 1 always)
     # the centre (weight 1) and the row dy = 0 (no cross term)
-    num = xc.clone() if grad else torch.addcmul(xc, gx[0], pair(0, 1), out=out)
+    num = xc.clone() if grad else torch.addcmul(xc, gxd[0], pair(0, 1), out=out)
     for d in range(1 if grad else 2, k0 + 1):
-        num = _acc(num, gx[d - 1], pair(0, d), grad)
-    # one-sided sum of the weights: the row dy = 0 and the column dx = 0
-    gxs, gys = gx[:k0].expand(k0, *shape), gy.expand(r, *shape)
-    if grad:
-        acc = gxs.sum(0)
-    else:
-        acc = torch.sum(gxs, 0, out=new("acc", shape))
-        acc.add_(torch.sum(gys, 0, out=new("rden", shape)))
+        num = _acc(num, gxd[d - 1], pair(0, d), grad)
+    # one-sided sum of the weights, row dy = 0 (the rows dy > 0 are added row by row)
+    gxs = gx[:k0].expand(k0, *shape)
+    acc = gxs.sum(0) if grad else torch.sum(gxs, 0, out=new("acc", shape))
     if fits:
         # w(dx, dy) = g_y(dy) A_dx(dy) with A_dx(dy) = exp(a dx^2 + b dx dy) = g_x(dx) V_dx^dy,
         # V_dx = e^{b dx}: one product per offset updates A, and the row sum over dx is
@@ -147,36 +148,38 @@ def _general_tile(
                 row = pair(dy, 0, None)  # dx = 0: A = 1
                 for d, ad in zip(ds, av.flatten(0, 1).unbind(0), strict=True):
                     row = row + ad * pair(dy, d, None)
-                num = num + gy[dy - 1] * row
-                acc = acc + gy[dy - 1] * (1.0 + av.sum((0, 1)))
+                num = num + gyd[dy - 1] * row
+                acc = acc + gyd[dy - 1] * (1.0 + av.sum((0, 1)))
                 continue
             # Offset by offset: A_dx(dy) = A_dx(dy - 1) V_dx is updated right before it is
             # used and summed, while it is still in cache (A is the largest stack here).
             spans, updates = kept[dy]  # per side (dx > 0, dx < 0): d = lo..hi
             up, down = xs[r + dy], xs[r - dy]  # rows p + dy and p - dy, by column offset
             row = torch.add(up[r], down[r], out=rbuf)  # dx = 0: A = 1
-            den = None  # sum of the kept A_dx(dy)
+            den = None  # 1 + the sum of the kept A_dx(dy)
             for side, ((lo, hi), (ulo, uhi)) in enumerate(zip(spans, updates, strict=True)):
                 for d in range(ulo, uhi + 1):
                     ad = adf[side * r + d - 1]
                     if dy == 1:  # A_dx(1) = g_x(|dx|) V_dx
-                        (torch.mul if side == 0 else torch.div)(gx[d - 1], vsf[d - 1], out=ad)
+                        (torch.mul if side == 0 else torch.div)(gxd[d - 1], vsf[d - 1], out=ad)
                     else:
                         (ad.mul_ if side == 0 else ad.div_)(vsf[d - 1])
                     if lo <= d <= hi:
                         e = d if side == 0 else -d  # dx
                         row.addcmul_(ad, torch.add(up[r + e], down[r - e], out=pbuf))
-                        den = dbuf.copy_(ad) if den is None else den.add_(ad)
-            num.addcmul_(gy[dy - 1], row)
-            if den is not None:
-                acc.addcmul_(gy[dy - 1], den)
+                        # 1 + the kept A_dx(dy) (dx = 0: A = 1)
+                        den = torch.add(ad, 1.0, out=dbuf) if den is None else den.add_(ad)
+            num.addcmul_(gyd[dy - 1], row)
+            if den is None:
+                acc.add_(gyd[dy - 1])
+            else:
+                acc.addcmul_(gyd[dy - 1], den)
     else:
         # One exponential per offset; the exponent is <= 0 up to rounding (clamped).
         wbuf = new("w", shape)
         for dy in range(1, r + 1):
-            num = _acc(num, gy[dy - 1], pair(dy, 0), grad)  # dx = 0: no cross term
-            if grad:
-                acc = acc + gy[dy - 1]
+            num = _acc(num, gyd[dy - 1], pair(dy, 0), grad)  # dx = 0: no cross term
+            acc = acc + gyd[dy - 1] if grad else acc.add_(gyd[dy - 1])
             base, lin = c * float(dy * dy), b * float(dy)  # c dy^2, b dy
             dxs = (*range(-r, 0), *range(1, r + 1))
             if not grad:  # the kept offsets only
@@ -196,33 +199,51 @@ def _general_tile(
 
 
 def _kept_offsets(
-    bounds: tuple[float, float, float, float], r: int, dtype: torch.dtype
+    bounds: tuple[float, float, float, float, float, float], r: int, dtype: torch.dtype
 ) -> list[tuple[tuple[tuple[int, int], ...], tuple[tuple[int, int], ...]]]:
     """Which offsets of a band to sum: for each row ``dy = 0..r``, per side (``dx = d > 0``,
     ``dx = -d``), the range ``(lo, hi)`` of ``d`` summed (with the offsets' mirror images
     ``-(dx, dy)``), and the range whose weights :func:`_general_tile` must still update.
 
-    ``bounds`` are the band's ``(max a, min b, max b, max c)`` of the base-2 exponent
-    ``a dx^2 + b dx dy + c dy^2``. An offset is left out where its weight stays below
-    ``eps / (2r+1)^2`` of the centre weight 1 at every pixel of the band: all left-out
-    weights together change the output by less than one rounding step of ``dtype``.
-    Ranges are hulls (they may hold offsets that could have been left out); an empty
-    range is ``(1, 0)``.
+    ``bounds`` are the band's ``(min a, max a, min b, max b, min c, max c)`` of the base-2
+    exponent ``a dx^2 + b dx dy + c dy^2``, which give every offset's weight a lower and an
+    upper bound over the band. The offsets with the smallest upper bounds are left out as
+    long as, at every pixel of the band, their weights together stay below ``eps`` times
+    the sum of the weights that are kept (bounded from below): the output then changes by
+    less than ``eps`` times the range of its window, one rounding step of ``dtype``. The
+    centre and the column ``dx = 0`` are always summed. Ranges are hulls (they may hold
+    offsets that could have been left out); an empty range is ``(1, 0)``.
     """
-    floor = math.log2(torch.finfo(dtype).eps / (2 * r + 1) ** 2)
-    amax, bmin, bmax, cmax = bounds
-
-    def q(dx: int, dy: int) -> float:  # bound on the exponent over the band
-        return amax * dx * dx + max(bmin * dx * dy, bmax * dx * dy) + cmax * dy * dy
-
-    keep = [  # per row dy, per side (dx = d, dx = -d): the kept d
-        [[d for d in range(1, r + 1) if q(sign * d, dy) > floor] for sign in (1, -1)]
-        for dy in range(r + 1)
-    ]
+    eps = torch.finfo(dtype).eps
+    amin, amax, bmin, bmax, cmin, cmax = bounds
+    d = np.arange(1, r + 1, dtype=np.float64)
+    dy = np.arange(r + 1, dtype=np.float64)[:, None, None]  # (r+1, 1, 1)
+    dx = np.stack((d, -d))[None]  # (1, 2, r): side 0 dx = d, side 1 dx = -d
+    cross = dx * dy
+    with np.errstate(over="ignore", invalid="ignore"):
+        hi = np.exp2(amax * dx**2 + np.maximum(bmin * cross, bmax * cross) + cmax * dy**2)
+        lo = np.exp2(amin * dx**2 + np.minimum(bmin * cross, bmax * cross) + cmin * dy**2)
+        hi, lo = np.nan_to_num(hi, nan=np.inf), np.nan_to_num(lo, nan=0.0)
+        # one-sided candidates: row 0 once (dx = -d mirrors dx = d), rows dy >= 1 both sides
+        cand = np.ones((r + 1, 2, r), dtype=bool)
+        cand[0, 1] = False
+        column = np.exp2(np.minimum(cmin * dy.ravel()[1:] ** 2, 0.0)).sum()  # dx = 0
+        order = np.argsort(hi[cand], kind="stable")
+        up, low = hi[cand][order], np.minimum(lo[cand][order], 1.0)
+        # leaving out the first k: 2 sum(up[:k]) <= eps (1 + 2 column + 2 sum(low[k:]))
+        kept_low = low.sum() - np.cumsum(low)
+        ok = 2.0 * np.cumsum(up) <= eps * (1.0 + 2.0 * (column + kept_low))
+        k = int(np.argmin(ok)) if not ok.all() else ok.size  # ok is a prefix of True
+    dropped = np.zeros(int(cand.sum()), dtype=bool)
+    dropped[order[:k]] = True
+    keep_mask = np.zeros_like(cand)
+    keep_mask[cand] = ~dropped
+    keep_mask[0, 1] = keep_mask[0, 0]  # row 0: both sides are the same offsets
+    keep = [[(np.flatnonzero(keep_mask[y, s]) + 1).tolist() for s in (0, 1)] for y in range(r + 1)]
     out, later = [], [[], []]
-    for dy in range(r, -1, -1):  # from the last row back: what this and later rows need
-        later = [sorted(set(lt) | set(k)) for lt, k in zip(later, keep[dy], strict=True)]
-        out.append((tuple(map(_span, keep[dy])), tuple(map(_span, later))))
+    for y in range(r, -1, -1):  # from the last row back: what this and later rows need
+        later = [sorted(set(lt) | set(kp)) for lt, kp in zip(later, keep[y], strict=True)]
+        out.append((tuple(map(_span, keep[y])), tuple(map(_span, later))))
     return out[::-1]
 
 

@@ -122,7 +122,10 @@ def gaussian(
     where these factors stay within the floating-point range, and with one
     exponential per offset elsewhere (tiny sigmas or :math:`|r|` near 1). Near
     :math:`|r| = 1` with large sigmas, float32 weights lose precision (the exponent
-    is a difference of large terms).
+    is a difference of large terms). With ``rho`` and without autograd, offsets whose
+    weights, over a whole band of rows, add up to less than the dtype's ``eps`` times
+    the weights that are summed are left out: the output changes by less than ``eps``
+    times the range of its window, about one rounding step.
 
     References
     ----------

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from pkn.kernels.polyblur import Polyblur, polyblur
 
-P = importlib.import_module("pkn.kernels.polyblur")  # the module, not the function
+PB = importlib.import_module("pkn.kernels._blur")  # the blur operator's module
 
 PROPS = settings(max_examples=25, deadline=None)
 
@@ -185,17 +185,17 @@ def test_fft_and_direct_agree(blur, monkeypatch):
     kernel = {"psf-17x17": _rand(17, 17, seed=16), "sigma-3": 3.0}.get(blur, BLURS.get(blur))
     x = _rand(1, 2, 20, 23, seed=17)
     b, c, d = _rand(1, 1, 5, 5, lo=-1, hi=2, seed=18), -0.7, 0.3
-    monkeypatch.setattr(P, "_FFT_TAPS", 0)
+    monkeypatch.setattr(PB, "_FFT_TAPS", 0)
     fft = polyblur(x, b, c, d, blur=kernel)
-    monkeypatch.setattr(P, "_FFT_TAPS", 10**9)
+    monkeypatch.setattr(PB, "_FFT_TAPS", 10**9)
     direct = polyblur(x, b, c, d, blur=kernel)
     torch.testing.assert_close(fft, direct, rtol=1e-10, atol=1e-12)
 
 
 def test_large_psf_uses_fft_by_default(monkeypatch):
     calls = []
-    fft = P._Blur._fft
-    monkeypatch.setattr(P._Blur, "_fft", lambda self, *a: calls.append(1) or fft(self, *a))
+    fft = PB._Blur._fft
+    monkeypatch.setattr(PB._Blur, "_fft", lambda self, *a: calls.append(1) or fft(self, *a))
     x = _rand(1, 1, 20, 20, seed=19)
     polyblur(x, 1.0, 0.0, 0.0, blur=_rand(15, 15, seed=20))  # 225 taps: direct
     polyblur(x, 1.0, 0.0, 0.0, blur=1.5)  # separable, 11 + 11 taps: direct
@@ -226,7 +226,7 @@ def test_gradcheck(which, blur):
 
 
 def test_gradcheck_fft_and_psf(monkeypatch):
-    monkeypatch.setattr(P, "_FFT_TAPS", 0)
+    monkeypatch.setattr(PB, "_FFT_TAPS", 0)
     x = _rand(1, 1, 6, 7, seed=26).requires_grad_()
     psf = _rand(3, 2, lo=0.1, hi=1.0, seed=27).requires_grad_()
     b = _rand(1, 1, 3, 4, seed=28).requires_grad_()
@@ -235,7 +235,7 @@ def test_gradcheck_fft_and_psf(monkeypatch):
         return polyblur(x, b, 0.3, -0.2, blur=psf)
 
     assert torch.autograd.gradcheck(f, (x, psf, b), eps=1e-6, atol=1e-6)
-    monkeypatch.setattr(P, "_FFT_TAPS", 10**9)
+    monkeypatch.setattr(PB, "_FFT_TAPS", 10**9)
     assert torch.autograd.gradcheck(f, (x, psf, b), eps=1e-6, atol=1e-6)
 
 

@@ -6,6 +6,7 @@ the cross term (:func:`_powers`) and the offsets a band may leave out (:func:`_k
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -198,9 +199,10 @@ def _general_tile(
     return num.div_(acc.mul_(2.0).add_(1.0))
 
 
+@functools.lru_cache(maxsize=16)  # bands of smooth maps often share their bounds
 def _kept_offsets(
     bounds: tuple[float, float, float, float, float, float], r: int, dtype: torch.dtype
-) -> list[tuple[tuple[tuple[int, int], ...], tuple[tuple[int, int], ...]]]:
+) -> tuple[tuple[tuple[tuple[int, int], ...], tuple[tuple[int, int], ...]], ...]:
     """Which offsets of a band to sum: for each row ``dy = 0..r``, per side (``dx = d > 0``,
     ``dx = -d``), the range ``(lo, hi)`` of ``d`` summed (with the offsets' mirror images
     ``-(dx, dy)``), and the range whose weights :func:`_general_tile` must still update.
@@ -236,17 +238,22 @@ def _kept_offsets(
         k = int(np.argmin(ok)) if not ok.all() else ok.size  # ok is a prefix of True
     dropped = np.zeros(int(cand.sum()), dtype=bool)
     dropped[order[:k]] = True
-    keep_mask = np.zeros_like(cand)
-    keep_mask[cand] = ~dropped
-    keep_mask[0, 1] = keep_mask[0, 0]  # row 0: both sides are the same offsets
-    keep = [[(np.flatnonzero(keep_mask[y, s]) + 1).tolist() for s in (0, 1)] for y in range(r + 1)]
-    out, later = [], [[], []]
-    for y in range(r, -1, -1):  # from the last row back: what this and later rows need
-        later = [sorted(set(lt) | set(kp)) for lt, kp in zip(later, keep[y], strict=True)]
-        out.append((tuple(map(_span, keep[y])), tuple(map(_span, later))))
-    return out[::-1]
+    keep = np.zeros_like(cand)
+    keep[cand] = ~dropped
+    keep[0, 1] = keep[0, 0]  # row 0: both sides are the same offsets
+    later = np.logical_or.accumulate(keep[::-1], axis=0)[::-1]  # needed in row dy or later
+    spans, updates = _spans(keep), _spans(later)
+    return tuple(
+        (tuple(map(tuple, s)), tuple(map(tuple, u))) for s, u in zip(spans, updates, strict=True)
+    )
 
 
-def _span(ds: list[int]) -> tuple[int, int]:
-    """``(first, last)`` of a sorted list; ``(1, 0)`` (empty) for an empty one."""
-    return (ds[0], ds[-1]) if ds else (1, 0)
+def _spans(mask: np.ndarray) -> list:
+    """``[first, last]`` (1-based) of the True entries along the last axis; ``[1, 0]``
+    (empty) where there are none."""
+    n = mask.shape[-1]
+    first = np.argmax(mask, axis=-1) + 1
+    last = n - np.argmax(mask[..., ::-1], axis=-1)
+    empty = ~mask.any(axis=-1)
+    first[empty], last[empty] = 1, 0
+    return np.stack((first, last), axis=-1).tolist()

@@ -1,5 +1,6 @@
 """Smoke tests of ``bench deblur``, ``bench upsample`` and ``bench microscopy`` on tiny
-synthetic images written to ``tmp_path``, with untrained throwaway models."""
+synthetic images written to ``tmp_path``, with untrained throwaway models, and of
+``bench restore`` on a tiny image with the shipped models."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import torch
 from scipy.ndimage import gaussian_filter
 from skimage import io
 
-from pkn.benchmarks import _common, deblur, microscopy, upsample
+from pkn.benchmarks import _common, deblur, microscopy, restore_speed, upsample
 from pkn.models.io import save_model
 from pkn.models.pkn_model import PKNModel
 
@@ -191,3 +192,27 @@ def test_table1_rows_cache_and_joint_variant(tmp_path, monkeypatch, capsys):
     md = denoise.markdown(t, ["global", "network", "oracle"], "nlm", "cmd")
     assert "paper" in md and md.count("\n| 0.1 |") == 1
     assert "paper" not in denoise.markdown(t, ["network"], "nlm", "cmd", paper=False)
+
+
+# --------------------------------------------------------------------------- restore
+
+
+@pytest.mark.parametrize("kernel", ["nlm", "anisotropic"])
+def test_restore_speed_table_for_a_kernel(kernel, capsys):
+    argv = ["--size", "40x48", "--repeat", "1", "--kernel", kernel]
+    rc, out, _ = _run(restore_speed, argv, capsys)
+    assert rc == 0
+    assert f"| pkn.restore ({kernel}), noise given |" in out
+    assert "|   of which: filter only (Restorer.render) |" in out
+    assert ("Largest predicted sigma" in out) == (kernel == "anisotropic")
+    last = out.strip().splitlines()[-1]
+    if kernel == "nlm":
+        assert last.endswith(("pass", "FAIL"))
+    else:
+        assert "the target is the nlm model's" in last
+
+
+def test_restore_speed_rejects_a_kernel_that_does_not_denoise(capsys):
+    with pytest.raises(SystemExit):
+        restore_speed.main(["--kernel", "polyblur"])
+    assert "invalid choice: 'polyblur'" in capsys.readouterr().err

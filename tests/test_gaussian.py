@@ -19,6 +19,7 @@ from pkn.kernels.gaussian import Gaussian, gaussian
 G = importlib.import_module("pkn.kernels.gaussian")  # the module, not the function
 GS = importlib.import_module("pkn.kernels._gaussian_separable")  # rho = 0 path, shared helpers
 GG = importlib.import_module("pkn.kernels._gaussian_general")  # any-rho path
+PL = importlib.import_module("pkn.kernels._gaussian_plan")  # its per-band plans
 
 PROPS = settings(max_examples=25, deadline=None)
 
@@ -155,7 +156,7 @@ CASES = {  # name: (sigma1, sigma2, rho, size); "tiny" cases have sigmas near 0
 
 def _force(path: str, monkeypatch) -> None:
     """Pick the way the weights are made where rho != 0 ("auto": products where safe)."""
-    for mod in (GS, GG):  # both tiles read _exp_limit (imported into _gaussian_general)
+    for mod in (GS, GG, PL):  # the tiles and the plan read _exp_limit (imported by name)
         if path == "exp":  # one exponential per offset
             monkeypatch.setattr(mod, "_exp_limit", lambda dtype: -1.0)
         elif path == "product":  # running products (unsafe for tiny sigmas: not used there)
@@ -187,10 +188,12 @@ def test_automatic_choice_of_the_weights(monkeypatch):
     x = _rand(1, 1, 8, 9, seed=12)
     gaussian(x, 1.0, 1.5, 0.3)  # moderate: products
     assert len(calls) == 1
-    gaussian(x, 1.0, 1e-3, 0.3)  # exp(+-huge): one exponential per offset
-    assert len(calls) == 1
+    gaussian(x, 1.0, 1e-3, 0.3)  # exp(+-huge) where weights are negligible: clamped products
+    assert len(calls) == 2
+    gaussian(x, 1.0, 1e-3, 0.95)  # and strongly correlated: one exponential per offset
+    assert len(calls) == 2
     gaussian(x, 1.0, 1.5)  # rho = 0: separable, neither
-    assert len(calls) == 1
+    assert len(calls) == 2
 
 
 @pytest.mark.parametrize("path", ["auto", "exp"])
@@ -488,7 +491,7 @@ def test_negligible_offsets_left_out_without_changing_the_result(dtype):
     rho = _rand(1, 1, 15, 16, lo=0.93, hi=0.97, seed=82, dtype=dtype)
     a, b, c = GG._coefficients(s, s, rho, Scratch(s))  # the no-grad path's scratch buffers
     bounds = tuple(float(v) for t in (a, b, c) for v in torch.aminmax(t))
-    kept = GG._kept_offsets(bounds, 6, dtype)
+    kept = PL._kept_offsets(bounds, 6, dtype)
     n_kept = sum(hi - lo + 1 for spans, _ in kept for lo, hi in spans if hi >= lo)
     assert n_kept < 2 * 7 * 6  # some of the 2 x 7 x 6 one-sided offsets are left out
     with torch.no_grad():
@@ -520,7 +523,7 @@ def test_left_out_offsets_weigh_less_than_eps_of_the_kept_ones(dtype, seed):
     a, b, c = GG._coefficients(s1, s2, rho, Scratch(s1))  # base 2, as inference uses them
     bounds = tuple(float(v) for t in (a, b, c) for v in torch.aminmax(t))
     r = 6
-    mask = _window_mask(GG._kept_offsets(bounds, r, dtype), r)
+    mask = _window_mask(PL._kept_offsets(bounds, r, dtype), r)
     assert not mask.all()  # something is left out
     d = np.arange(-r, r + 1, dtype=np.float64)
     dy, dx = d[:, None, None], d[None, :, None]  # rows, columns
@@ -563,3 +566,41 @@ def test_leaving_offsets_out_changes_the_output_by_about_a_rounding_step(dtype, 
         assert y.dtype == dtype
         worst = max(worst, float((y - y_all).abs().max()) / (100.0 * torch.finfo(dtype).eps))
     assert 0.0 < worst <= 2.0  # something was left out; eps x range plus summation order
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize(("rho_max", "products"), [(0.4, True), (0.97, False)])
+def test_tiny_and_large_sigmas_in_one_band(dtype, rho_max, products, monkeypatch):
+    # Maps as the anisotropic model predicts them: tiny sigmas (edges) beside large ones
+    # (flat regions), so that factors of the products underflow. With moderate
+    # correlations only negligible weights are affected and the products are used; with
+    # strong ones one exponential per offset is. Both equal the reference.
+    x = _rand(1, 1, 16, 18, seed=100, dtype=dtype)
+    s1 = _rand(1, 1, 8, 9, lo=0.05, hi=2.6, seed=101, dtype=dtype)
+    s2 = _rand(1, 1, 8, 9, lo=0.05, hi=2.6, seed=102, dtype=dtype)
+    s1[..., 0, :3] = 0.05  # tiny sigmas in the first band
+    rho = _rand(1, 1, 8, 9, lo=-rho_max, hi=rho_max, seed=103, dtype=dtype)
+    calls = []
+    powers = GG._powers
+    monkeypatch.setattr(GG, "_powers", lambda *a: calls.append(1) or powers(*a))
+    with torch.no_grad():
+        y = gaussian(x, s1, s2, rho)
+    assert bool(calls) == products
+    tol = {"rtol": 1e-5, "atol": 1e-6} if dtype == torch.float32 else {"rtol": 1e-9, "atol": 1e-12}
+    np.testing.assert_allclose(y.numpy(), reference(x, s1, s2, rho), **tol)
+
+
+def test_product_cap_rules():
+    f = PL._product_cap
+    lim = GS._exp_limit(torch.float32) * GS._LOG2E  # about 113 in base 2
+    ok = (-2.0, -0.1, -0.5, 0.5, -2.0, -0.1)  # (min a, max a, min b, max b, min c, max c)
+    assert f(ok, 0.5, 6, 2.0, torch.float32) == math.inf  # nothing can overflow
+    big_b = (*ok[:3], lim, *ok[4:])  # 2^(b d) overflows: factors clamped ...
+    cap = f(big_b, 0.5, 6, 2.0, torch.float32)
+    assert 2.0 * cap < lim and cap > 50.0
+    assert f(big_b, 0.7, 6, 2.0, torch.float32) is None  # ... unless rho makes them matter
+    assert f(ok, 0.5, 6, lim, torch.float32) is None  # the row sums overflow
+    tiny = (-40.0, -0.1, -0.5, 0.5, -40.0, -0.1)  # 2^(-40 * 36) underflows
+    assert f(tiny, 0.5, 6, 2.0, torch.float32) == math.inf  # where weights are < 2^-56
+    assert f(tiny, 0.9, 6, 2.0, torch.float32) is None  # 2^-11 is not negligible
+    assert f(tuple(float("nan") for _ in range(6)), 0.5, 6, 2.0, torch.float32) is None

@@ -1,17 +1,16 @@
 """Gaussian blur with any ``rho``: one band of rows (:func:`_general_tile`).
 
-With the coefficients of its exponent (:func:`_coefficients`), the running powers of
-the cross term (:func:`_powers`) and the offsets a band may leave out (:func:`_kept_offsets`).
+With the coefficients of its exponent (:func:`_coefficients`) and the running powers of
+the cross term (:func:`_powers`); the band's plan is made in :mod:`._gaussian_plan`.
 """
 
 from __future__ import annotations
 
-import functools
 import math
 
-import numpy as np
 import torch
 
+from ._gaussian_plan import _kept_offsets, _product_cap
 from ._gaussian_separable import (
     _LOG2E,
     _SIGMA_FLOOR,
@@ -26,9 +25,12 @@ from ._gaussian_separable import (
 _RHO_CAP = 1.0 - 1e-6  # keeps 1 / (1 - rho^2) finite: rho -> +-1 never gives NaN
 
 
-def _powers(b: torch.Tensor, r: int, out: torch.Tensor | None) -> torch.Tensor:
+def _powers(
+    b: torch.Tensor, r: int, out: torch.Tensor | None, cap: float = math.inf
+) -> torch.Tensor:
     """``exp(b d)`` (first row) and ``exp(-b d)`` (second) for ``d = 1..r``: ``(2, r, *b.shape)``;
-    into ``out`` only ``2^(b d)``, ``(r, *b.shape)`` (divisions give the negative powers).
+    into ``out`` only ``2^(b d)``, ``(r, *b.shape)`` (divisions give the negative powers),
+    each clamped to ``[2^-cap, 2^cap]``.
 
     Built as running products of ``exp(+-b)`` (relative error below ``r`` ulps).
     """
@@ -38,9 +40,14 @@ def _powers(b: torch.Tensor, r: int, out: torch.Tensor | None) -> torch.Tensor:
         for _ in range(r - 1):
             rows.append(rows[-1] * e1)
         return torch.stack(rows, 1)
+    lo, hi = 2.0**-cap, 2.0**cap
     torch.exp2(b, out=out[0])
+    if cap < math.inf:
+        out[0].clamp_(lo, hi)
     for d in range(1, r):
         torch.mul(out[d - 1], out[0], out=out[d])
+        if cap < math.inf:
+            out[d].clamp_(lo, hi)
     return out
 
 
@@ -101,16 +108,21 @@ def _general_tile(
         return _add(xs[r + dy][r + dx], xs[r - dy][r - dx], dst)
 
     with torch.no_grad():
-        # Products (below) need every factor to be a normal number of the dtype, and the
-        # row sums (up to e^{(|a|+|b|) r^2} (2r+1) max|x|) to stay finite.
-        unit = 1.0 if grad else _LOG2E  # a, b, c are in base 2 without grad
         (amin, amax), (bmin, bmax), (cmin, cmax), (xmin, xmax) = (
             (float(v) for v in torch.aminmax(t)) for t in (a, b, c, xt)
         )
-        big = r * r * (max(bmax, -bmin) - amin) / unit  # (|a|+|b|) r^2
-        xbig = math.log1p((2 * r + 1) * max(xmax, -xmin))
+        xbig = math.log1p((2 * r + 1) * max(xmax, -xmin))  # bound on log(row sum / weight)
         limit = _exp_limit(xt.dtype)
-        fits = big + xbig <= limit and -r * r * cmin / unit <= limit
+        if grad:
+            # Products (below) with every factor a normal number of the dtype, and the row
+            # sums (up to e^{(|a|+|b|) r^2} (2r+1) max|x|) finite.
+            big = r * r * (max(bmax, -bmin) - amin)  # (|a|+|b|) r^2
+            fits = big + xbig <= limit and -r * r * cmin <= limit
+        else:  # base 2; factors may underflow where the weights are negligible
+            rmin, rmax = (float(v) for v in torch.aminmax(rho))
+            bounds = (amin, amax, bmin, bmax, cmin, cmax)
+            cap = _product_cap(bounds, max(-rmin, rmax), r, xbig * _LOG2E, xt.dtype)
+            fits = cap is not None
     ta, tc = (new("ta", (2, *a.shape)), new("tc", (2, *c.shape))) if fits else (None, None)
     gx = _squares(a, r, new("gx", (r, *a.shape)), ta)  # g_x(d) = exp(a d^2), by products
     gy = _squares(c, r, new("gy", (r, *c.shape)), tc)  # g_y(d) = exp(c d^2)
@@ -137,7 +149,8 @@ def _general_tile(
             vs = _powers(b, r, None)  # V_d = e^{b d}, V_-d = e^{-b d}: (2, r, ...)
             av = vs * gx  # A_dx(1) = g_x(|dx|) V_dx
         else:  # V_d only, (r, ...): A_-d is divided by V_d (fewer maps to stream)
-            vs = _powers(b, r, new("vs", (r, *shape)))
+            vs = _powers(b, r, new("vs", (r, *shape)), cap)  # clamped where cap < inf
+            top = 2.0**cap  # A is clamped to it after every update (cap < inf)
             av = new("av", (2, r, *shape))  # filled offset by offset in the loop below
         rbuf, dbuf = new("row", xc.shape), new("rden", shape)
         if not grad:
@@ -165,6 +178,8 @@ def _general_tile(
                         (torch.mul if side == 0 else torch.div)(gxd[d - 1], vsf[d - 1], out=ad)
                     else:
                         (ad.mul_ if side == 0 else ad.div_)(vsf[d - 1])
+                        if cap < math.inf:  # see _product_cap
+                            ad.clamp_(max=top)
                     if lo <= d <= hi:
                         e = d if side == 0 else -d  # dx
                         row.addcmul_(ad, torch.add(up[r + e], down[r - e], out=pbuf))
@@ -197,63 +212,3 @@ def _general_tile(
     if grad:
         return num / (1.0 + 2.0 * acc)
     return num.div_(acc.mul_(2.0).add_(1.0))
-
-
-@functools.lru_cache(maxsize=16)  # bands of smooth maps often share their bounds
-def _kept_offsets(
-    bounds: tuple[float, float, float, float, float, float], r: int, dtype: torch.dtype
-) -> tuple[tuple[tuple[tuple[int, int], ...], tuple[tuple[int, int], ...]], ...]:
-    """Which offsets of a band to sum: for each row ``dy = 0..r``, per side (``dx = d > 0``,
-    ``dx = -d``), the range ``(lo, hi)`` of ``d`` summed (with the offsets' mirror images
-    ``-(dx, dy)``), and the range whose weights :func:`_general_tile` must still update.
-
-    ``bounds`` are the band's ``(min a, max a, min b, max b, min c, max c)`` of the base-2
-    exponent ``a dx^2 + b dx dy + c dy^2``, which give every offset's weight a lower and an
-    upper bound over the band. The offsets with the smallest upper bounds are left out as
-    long as, at every pixel of the band, their weights together stay below ``eps`` times
-    the sum of the weights that are kept (bounded from below): the output then changes by
-    less than ``eps`` times the range of its window, one rounding step of ``dtype``. The
-    centre and the column ``dx = 0`` are always summed. Ranges are hulls (they may hold
-    offsets that could have been left out); an empty range is ``(1, 0)``.
-    """
-    eps = torch.finfo(dtype).eps
-    amin, amax, bmin, bmax, cmin, cmax = bounds
-    d = np.arange(1, r + 1, dtype=np.float64)
-    dy = np.arange(r + 1, dtype=np.float64)[:, None, None]  # (r+1, 1, 1)
-    dx = np.stack((d, -d))[None]  # (1, 2, r): side 0 dx = d, side 1 dx = -d
-    cross = dx * dy
-    with np.errstate(over="ignore", invalid="ignore"):
-        hi = np.exp2(amax * dx**2 + np.maximum(bmin * cross, bmax * cross) + cmax * dy**2)
-        lo = np.exp2(amin * dx**2 + np.minimum(bmin * cross, bmax * cross) + cmin * dy**2)
-        hi, lo = np.nan_to_num(hi, nan=np.inf), np.nan_to_num(lo, nan=0.0)
-        # one-sided candidates: row 0 once (dx = -d mirrors dx = d), rows dy >= 1 both sides
-        cand = np.ones((r + 1, 2, r), dtype=bool)
-        cand[0, 1] = False
-        column = np.exp2(np.minimum(cmin * dy.ravel()[1:] ** 2, 0.0)).sum()  # dx = 0
-        order = np.argsort(hi[cand], kind="stable")
-        up, low = hi[cand][order], np.minimum(lo[cand][order], 1.0)
-        # leaving out the first k: 2 sum(up[:k]) <= eps (1 + 2 column + 2 sum(low[k:]))
-        kept_low = low.sum() - np.cumsum(low)
-        ok = 2.0 * np.cumsum(up) <= eps * (1.0 + 2.0 * (column + kept_low))
-        k = int(np.argmin(ok)) if not ok.all() else ok.size  # ok is a prefix of True
-    dropped = np.zeros(int(cand.sum()), dtype=bool)
-    dropped[order[:k]] = True
-    keep = np.zeros_like(cand)
-    keep[cand] = ~dropped
-    keep[0, 1] = keep[0, 0]  # row 0: both sides are the same offsets
-    later = np.logical_or.accumulate(keep[::-1], axis=0)[::-1]  # needed in row dy or later
-    spans, updates = _spans(keep), _spans(later)
-    return tuple(
-        (tuple(map(tuple, s)), tuple(map(tuple, u))) for s, u in zip(spans, updates, strict=True)
-    )
-
-
-def _spans(mask: np.ndarray) -> list:
-    """``[first, last]`` (1-based) of the True entries along the last axis; ``[1, 0]``
-    (empty) where there are none."""
-    n = mask.shape[-1]
-    first = np.argmax(mask, axis=-1) + 1
-    last = n - np.argmax(mask[..., ::-1], axis=-1)
-    empty = ~mask.any(axis=-1)
-    first[empty], last[empty] = 1, 0
-    return np.stack((first, last), axis=-1).tolist()

@@ -52,9 +52,10 @@ def _squares(
 ) -> torch.Tensor:
     """``exp(q d^2)`` for ``d = 1..r``, stacked: ``(r, *q.shape)``; ``2^(q d^2)`` into ``out``.
 
-    Given ``tmp`` (scratch ``(2, *q.shape)``; only where ``2^(q r^2)`` is a normal number, so
-    that no factor underflows): running products of ``E = 2^q``, ``E^((d+1)^2) = E^(d^2)
-    E^(2d+1)``, with a relative error of a few ulps per factor, as for one power.
+    Given ``tmp`` (scratch ``(2, *q.shape)``; only where factors that underflow feed
+    negligible weights alone, see ``_gaussian_general._product_cap``): running products of
+    ``E = 2^q``, ``E^((d+1)^2) = E^(d^2) E^(2d+1)``, with a relative error of a few ulps
+    per factor, as for one power.
     """
     if out is None:  # out of place, for autograd
         d2 = torch.arange(1, r + 1, dtype=q.dtype, device=q.device).square()

@@ -119,8 +119,10 @@ def gaussian(
     With ``rho`` left at 0 the weights factor as :math:`w_o = g_x(d_x)\,g_y(d_y)` and
     the sums are taken separably. Otherwise :math:`w_o = g_x(d_x)\, g_y(d_y)\,
     e^{b\, d_x d_y}` (:math:`b = r / (s_1 s_2 (1 - r^2))`) is built with products
-    where these factors stay within the floating-point range, and with one
-    exponential per offset elsewhere (tiny sigmas or :math:`|r|` near 1). Near
+    where these factors stay within the floating-point range (without autograd also
+    where the factors that leave it only feed negligible weights: tiny sigmas next to
+    large ones, as parameter maps have them), and with one exponential per offset
+    elsewhere (tiny sigmas with :math:`|r|` near 1). Near
     :math:`|r| = 1` with large sigmas, float32 weights lose precision (the exponent
     is a difference of large terms). With ``rho`` and without autograd, offsets whose
     weights, over a whole band of rows, add up to less than the dtype's ``eps`` times

@@ -604,3 +604,33 @@ def test_product_cap_rules():
     assert f(tiny, 0.5, 6, 2.0, torch.float32) == math.inf  # where weights are < 2^-56
     assert f(tiny, 0.9, 6, 2.0, torch.float32) is None  # 2^-11 is not negligible
     assert f(tuple(float("nan") for _ in range(6)), 0.5, 6, 2.0, torch.float32) is None
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_products_agree_with_exponentials_on_random_maps(dtype, monkeypatch):
+    # Random maps with sigmas from 0 to ~4.5 and |rho| up to 1: whatever the plan picks
+    # (products, clamped products, exponentials) is finite and agrees with one
+    # exponential per offset to the products' precision (about r ulps).
+    gen = torch.Generator().manual_seed(11)
+    caps, cap = [], PL._product_cap
+    monkeypatch.setattr(GG, "_product_cap", lambda *a: caps.append(cap(*a)) or caps[-1])
+
+    def rand(*shape):
+        return torch.rand(*shape, generator=gen, dtype=dtype)
+
+    worst = 0.0
+    for k in range(30):
+        x = rand(1, 2, 12, 14) * 100.0
+        lo = (0.0, 0.01, 0.1, 0.5)[k % 4]
+        s1, s2 = (lo + 4.0 * float(rand(())) * rand(1, 1, 6, 7) for _ in "12")
+        rho = (2.0 * rand(1, 1, 6, 7) - 1.0) * (0.3, 0.5, 0.7, 0.9, 1.0)[k % 5]
+        with torch.no_grad():
+            y = gaussian(x, s1, s2, rho)
+            with monkeypatch.context() as m:
+                for mod in (GG, PL):
+                    m.setattr(mod, "_exp_limit", lambda dt: -1.0)  # exponentials only
+                y_exp = gaussian(x, s1, s2, rho)
+        assert torch.isfinite(y).all()
+        worst = max(worst, float((y - y_exp).abs().max()) / (100.0 * torch.finfo(dtype).eps))
+    assert any(c is not None and c < math.inf for c in caps)  # clamped products were used
+    assert worst <= 16.0

@@ -203,3 +203,26 @@ def test_inference_matches_autograd_path():
         a = net(x, s)
     b = net(x, s)
     torch.testing.assert_close(a, b.detach())
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_pointwise_convolution_equals_conv2d(channels_last):
+    from pkn.models.network import _Pointwise
+
+    torch.manual_seed(5)
+    conv = _Pointwise(5, 3, 1).double()
+    x = torch.randn(2, 5, 7, 9, dtype=torch.float64)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    y = conv(x)
+    assert y.shape == (2, 3, 7, 9)
+    torch.testing.assert_close(y, torch.nn.functional.conv2d(x, conv.weight, conv.bias))
+    assert set(conv.state_dict()) == {"weight", "bias"}  # the keys of nn.Conv2d
+    xs = x[:1, :, :3, :4].clone().requires_grad_()
+    assert torch.autograd.gradcheck(lambda t: conv(t), (xs,))
+    g = torch.randn(2, 3, 7, 9, dtype=torch.float64)  # parameter gradients as conv2d's
+    (conv(x) * g).sum().backward()
+    ours = conv.weight.grad.clone(), conv.bias.grad.clone()
+    conv.zero_grad()
+    (torch.nn.functional.conv2d(x, conv.weight, conv.bias) * g).sum().backward()
+    torch.testing.assert_close(ours, (conv.weight.grad, conv.bias.grad))

@@ -226,3 +226,27 @@ def test_pointwise_convolution_equals_conv2d(channels_last):
     conv.zero_grad()
     (torch.nn.functional.conv2d(x, conv.weight, conv.bias) * g).sum().backward()
     torch.testing.assert_close(ours, (conv.weight.grad, conv.bias.grad))
+
+
+@pytest.mark.parametrize(("H", "W"), [(1, 1), (3, 5), (16, 16), (37, 53), (64, 48)])
+@pytest.mark.parametrize("noise", ["number", "per-image", "map", "rows"])
+@pytest.mark.parametrize("guided", [False, True])
+def test_inference_features_are_the_training_features(H, W, noise, guided):
+    # Without autograd the features are written straight into their unshuffled,
+    # channels-last places; they must be bit for bit what training computes.
+    from pkn.models.network import _pad8, _unshuffled_features
+
+    x, guide = _image(2, H, W), _image(2, H, W) * 0.5 + 0.2
+    s = {
+        "number": torch.tensor(0.05),
+        "per-image": torch.tensor([0.03, 0.2]).view(2, 1, 1, 1),
+        "map": 0.01 + 0.1 * _image(2, H, W),
+        "rows": 0.01 + 0.1 * _image(1, H, 1),  # broadcast along W and B
+    }[noise]
+    g = guide if guided else None
+    with torch.no_grad():
+        fast = _unshuffled_features(x, s, g)
+        ref = torch.nn.functional.pixel_unshuffle(_pad8(input_features(x, s, g)), 2)
+    assert fast.shape == ref.shape
+    assert fast.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(fast, ref)

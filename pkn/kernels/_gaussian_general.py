@@ -112,15 +112,15 @@ def _general_tile(
             (float(v) for v in torch.aminmax(t)) for t in (a, b, c, xt)
         )
         xbig = math.log1p((2 * r + 1) * max(xmax, -xmin))  # bound on log(row sum / weight)
-        limit = _exp_limit(xt.dtype)
+        bounds = (amin, amax, bmin, bmax, cmin, cmax)
         if grad:
             # Products (below) with every factor a normal number of the dtype, and the row
             # sums (up to e^{(|a|+|b|) r^2} (2r+1) max|x|) finite.
             big = r * r * (max(bmax, -bmin) - amin)  # (|a|+|b|) r^2
+            limit = _exp_limit(xt.dtype)
             fits = big + xbig <= limit and -r * r * cmin <= limit
         else:  # base 2; factors may underflow where the weights are negligible
             rmin, rmax = (float(v) for v in torch.aminmax(rho))
-            bounds = (amin, amax, bmin, bmax, cmin, cmax)
             cap = _product_cap(bounds, max(-rmin, rmax), r, xbig * _LOG2E, xt.dtype)
             fits = cap is not None
     ta, tc = (new("ta", (2, *a.shape)), new("tc", (2, *c.shape))) if fits else (None, None)
@@ -131,7 +131,7 @@ def _general_tile(
         t.unbind(0) if grad else new.views(n, t, torch.unbind) for t, n in ((gx, "gx"), (gy, "gy"))
     )
     # offsets whose weights are negligible in the whole band are left out (no gradient)
-    kept = None if grad else _kept_offsets((amin, amax, bmin, bmax, cmin, cmax), r, xt.dtype)
+    kept = None if grad else _kept_offsets(bounds, r, xt.dtype)
     k0 = r if grad else max(1, kept[0][0][0][1])  # row dy = 0: d = 1..k0 (d = 1 always)
     # the centre (weight 1) and the row dy = 0 (no cross term)
     num = xc.clone() if grad else torch.addcmul(xc, gxd[0], pair(0, 1), out=out)
@@ -150,7 +150,7 @@ def _general_tile(
             av = vs * gx  # A_dx(1) = g_x(|dx|) V_dx
         else:  # V_d only, (r, ...): A_-d is divided by V_d (fewer maps to stream)
             vs = _powers(b, r, new("vs", (r, *shape)), cap)  # clamped where cap < inf
-            top = 2.0**cap  # A is clamped to it after every update (cap < inf)
+            top = 2.0**cap if cap < math.inf else None  # A's clamp after every update
             av = new("av", (2, r, *shape))  # filled offset by offset in the loop below
         rbuf, dbuf = new("row", xc.shape), new("rden", shape)
         if not grad:
@@ -178,7 +178,7 @@ def _general_tile(
                         (torch.mul if side == 0 else torch.div)(gxd[d - 1], vsf[d - 1], out=ad)
                     else:
                         (ad.mul_ if side == 0 else ad.div_)(vsf[d - 1])
-                        if cap < math.inf:  # see _product_cap
+                        if top is not None:  # see _product_cap
                             ad.clamp_(max=top)
                     if lo <= d <= hi:
                         e = d if side == 0 else -d  # dx

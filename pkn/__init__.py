@@ -14,6 +14,7 @@ __all__ = [
     "Restoration",
     "Restorer",
     "__version__",
+    "catalogue",
     "estimate_noise",
     "kernels",
     "restore",
@@ -25,6 +26,7 @@ _LAZY = {
     "Restoration": ("pkn.restoration", "Restoration"),
     "Restorer": ("pkn.restoration", "Restorer"),
     "estimate_noise": ("pkn.restoration", "estimate_noise"),
+    "catalogue": ("pkn._catalogue", "catalogue"),
     "kernels": ("pkn.kernels", None),
     "samples": ("pkn.samples", None),
 }

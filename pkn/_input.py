@@ -10,9 +10,23 @@ import torch
 
 from .noise import estimate_awgn, estimate_poisson_gaussian, noise_std_map
 
-__all__ = ["Prepared", "estimate_noise", "prepare"]
+__all__ = ["Prepared", "check_strength", "estimate_noise", "prepare"]
 
 _DTYPES = (np.uint8, np.uint16, np.float32, np.float64)
+
+
+def check_strength(strength) -> float:
+    """``strength`` as a float if it is a finite real number >= 0 (numpy scalars included,
+    ``bool`` refused), else a ValueError naming the value and what is accepted."""
+    ok = isinstance(strength, int | float | np.integer | np.floating) and not isinstance(
+        strength, bool | np.bool_
+    )
+    if not (ok and np.isfinite(strength) and strength >= 0):
+        raise ValueError(
+            f"strength must be a finite number >= 0 (1 = as trained, 0 = identity), got "
+            f"{strength!r}."
+        )
+    return float(strength)
 
 
 @dataclass

@@ -35,38 +35,25 @@ class OracleResult:
 
 
 def _grid_raw(spec, n: int, noise_half: torch.Tensor) -> list[torch.Tensor]:
-    """Raw parameter candidates ``(1, P, 1, 1)`` along the kernel's main axis."""
+    """Raw parameter candidates ``(1, P, 1, 1)`` along the kernel's main axis
+    (:attr:`~pkn.kernels.registry.Kernel.grid`; intensities as multiples of the noise)."""
+    noise = noise_half.mean().view(1, 1, 1, 1)
     cands = []
     for t in np.linspace(0.05, 0.95, n):
-        if "sigma" in spec.params:  # nlm, nlm-sigma, bilateral
-            p = {"sigma": torch.tensor(4.0 * t).view(1, 1, 1, 1) * noise_half.mean()}
-            if "spatial_sigma" in spec.params:
-                p["spatial_sigma"] = torch.tensor(_SPATIAL_GRID[-1])  # ~ a flat window
-        elif spec.name == "polyblur":
-            # along the cubic Neumann inverse (b, c, d) = (-6, 4, -1), scaled
-            k = 1.2 * t
-            p = {"b": torch.tensor(-6 * k), "c": torch.tensor(4 * k), "d": torch.tensor(-1 * k)}
-        else:
-            top = 4.0 if spec.name in ("gaussian", "anisotropic") else 2.0
-            p = {n_: torch.tensor(top * t) for n_ in spec.params if n_ != "rho"}
-            if "rho" in spec.params:
-                p["rho"] = torch.tensor(0.0)
-        p = {k: v.reshape(1, 1, 1, 1).float() for k, v in p.items()}
-        cands.append(spec.from_params(p, noise_half.mean().view(1, 1, 1, 1)))
+        p = {}
+        for name, v in spec.grid(float(t)).items():
+            v = torch.tensor(float(v)).view(1, 1, 1, 1)
+            p[name] = v * noise if spec.param(name).unit == "intensity" else v
+        cands.append(spec.from_params(p, noise))
     return cands
 
 
-_SPATIAL_GRID = (0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 3.9)  # NLM spatial sigma, px (range [0, 4])
-
-
-def _spatial_candidates(spec, raw: torch.Tensor, noise_half: torch.Tensor) -> list[torch.Tensor]:
-    """``raw`` with its spatial sigma replaced by each value of :data:`_SPATIAL_GRID`."""
+def _refined(spec, raw: torch.Tensor, noise_half: torch.Tensor, name: str, values) -> list:
+    """``raw`` with parameter ``name`` replaced by each of ``values`` (the second stage)."""
     n = noise_half.mean().view(1, 1, 1, 1)
     p = spec.to_params(raw, n)
-    return [
-        spec.from_params({**p, "spatial_sigma": torch.full_like(p["spatial_sigma"], v)}, n)
-        for v in _SPATIAL_GRID
-    ]
+    scale = n if spec.param(name).unit == "intensity" else 1.0
+    return [spec.from_params({**p, name: torch.full_like(p[name], v) * scale}, n) for v in values]
 
 
 def _mse(y, clean):
@@ -115,7 +102,7 @@ def global_optimum(
     noise_std : torch.Tensor
         Noise std map broadcastable to ``noisy``.
     grid, iters, lr
-        Grid size along the main axis (NLM: then a grid of spatial sigmas), then Adam
+        Grid size along the main axis (then the kernel's ``refine`` grids), then Adam
         iterations and step on the raw values.
     **filter_kw
         ``blur=`` for polyblur, ``size=`` for rbf, ``options=`` for kernel options.
@@ -128,8 +115,8 @@ def global_optimum(
 
     with torch.no_grad():
         best = min(_grid_raw(spec, grid, nh), key=err)
-        if "spatial_sigma" in spec.params:  # then along the second axis
-            best = min(_spatial_candidates(spec, best, nh), key=err)
+        for name, values in spec.refine.items():  # then along the second axes
+            best = min(_refined(spec, best, nh, name, values), key=err)
     return _descend(spec, best, noisy, clean, nh, iters, lr, filter_kw)
 
 

@@ -9,16 +9,11 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
-from ._input import _noise, estimate_noise, prepare
+from ._input import _noise, check_strength, estimate_noise, prepare
 from ._version import __version__
-from .models.procedural import TASKS, get_spec
+from .models.procedural import get_spec, network_kernels, tasks, upsample_map
 
 __all__ = ["Restoration", "Restorer", "estimate_noise", "prepare", "restore"]
-
-_KERNEL_TASK = {
-    k: get_spec(k).task
-    for k in ("nlm", "nlm-sigma", "bilateral", "gaussian", "anisotropic", "polyblur", "rbf")
-}
 
 
 @dataclass
@@ -96,23 +91,25 @@ class Restorer:
     ):
         from .models.io import load_model
 
-        if task not in TASKS:
-            raise ValueError(f"task must be one of {sorted(TASKS)}, got {task!r}.")
-        kernel = kernel or TASKS[task]
-        if kernel not in _KERNEL_TASK:
-            raise ValueError(f"kernel must be one of {sorted(_KERNEL_TASK)}, got {kernel!r}.")
-        if _KERNEL_TASK[kernel] != task:
-            raise ValueError(f"kernel {kernel!r} does {_KERNEL_TASK[kernel]}, not {task}.")
-        self.task, self.kernel, self.blur, self.scale = task, kernel, blur, scale
-        self.filter_kw: dict = {}
-        if task == "deblur":
+        defaults = tasks()
+        if task not in defaults:
+            raise ValueError(f"task must be one of {sorted(defaults)}, got {task!r}.")
+        kernel = kernel or defaults[task]
+        if kernel not in network_kernels():
+            raise ValueError(f"kernel must be one of {network_kernels()}, got {kernel!r}.")
+        spec = get_spec(kernel)
+        if spec.task != task:
+            raise ValueError(f"kernel {kernel!r} does {spec.task}, not {task}.")
+        self.task, self.kernel, self.spec, self.blur, self.scale = task, kernel, spec, blur, scale
+        self.inputs: dict = {}
+        if "blur" in spec.inputs:
             if blur is None:
                 raise ValueError(
                     "deblurring needs blur= (a Gaussian sigma, (sy, sx, rho) or a PSF)."
                 )
             psf = np.ndim(blur) == 2
-            self.filter_kw["blur"] = torch.as_tensor(np.asarray(blur, np.float32)) if psf else blur
-        if task == "upsample" and (
+            self.inputs["blur"] = torch.as_tensor(np.asarray(blur, np.float32)) if psf else blur
+        if "size" in spec.inputs and (
             scale is None
             or not (isinstance(scale, int | float) and np.isfinite(scale) and scale > 0)
         ):
@@ -125,30 +122,24 @@ class Restorer:
         self.net = self.net.to(self.p.x.device, self.p.x.dtype)
         self.noise_std, self.noise_info = _noise(self.p, noise)
         H, W = self.p.x.shape[-2:]
-        if task == "upsample":
-            self.filter_kw["size"] = (max(1, round(H * scale)), max(1, round(W * scale)))
+        if "size" in spec.inputs:
+            self.inputs["size"] = (max(1, round(H * scale)), max(1, round(W * scale)))
         x = self.p.x
         guide = x.mean(0, keepdim=True).expand_as(x) if self.net.guided and len(x) > 1 else None
         with torch.no_grad():
             self.maps = self.net.predict_maps(x, self.noise_std, guide)  # half resolution
 
-    def _strength(self, strength) -> float:
-        if not (isinstance(strength, int | float) and np.isfinite(strength) and strength >= 0):
-            raise ValueError(f"strength must be a finite number >= 0, got {strength!r}.")
-        return float(strength)
-
     def render(self, strength: float = 1.0) -> Restoration:
         """Run the classical filter with the cached maps times ``strength``."""
-        strength = self._strength(strength)
+        strength = check_strength(strength)
         p, net = self.p, self.net
         with torch.no_grad(), _filter_threads():
-            y = net.filter(p.x, self.maps, strength=strength, **self.filter_kw)
+            y = net.filter(p.x, self.maps, strength=strength, **self.inputs)
         out = (y[:, 0] * p.scale + p.offset).cpu().numpy().astype(p.out_dtype, copy=False)
-        unit = {"sigma": p.scale}  # NLM sigmas are in the input's units
         mp = {}
-        for name, m in self.maps.items():
-            v = m[:, 0] * (strength if name in net.spec.strength else 1.0)
-            mp[name] = (v * unit.get(name, 1.0)).cpu().numpy().astype(np.float32)
+        for name, m in self.spec.scaled(self.maps, strength).items():
+            unit = p.scale if self.spec.param(name).unit == "intensity" else 1.0  # input units
+            mp[name] = (m[:, 0] * unit).cpu().numpy().astype(np.float32)
         if p.channel_axis is None:
             out, mp = out[0], {k: v[0] for k, v in mp.items()}
         else:
@@ -168,9 +159,9 @@ class Restorer:
             "map_scale": float(net.factor),
             "normalisation": {"offset": p.offset, "scale": p.scale},
         }
-        if self.task == "deblur":
+        if "blur" in self.spec.inputs:
             info["blur"] = self.blur if np.ndim(self.blur) < 2 else "psf array"
-        if self.task == "upsample":
+        if "size" in self.spec.inputs:
             info["scale"] = float(self.scale)
         return Restoration(out, mp, float(net.factor), info)
 
@@ -182,29 +173,29 @@ class Restorer:
         Not available for upsampling (output pixels do not sit on the input grid).
         """
         from .kernels import effective_weights
-        from .models.procedural import upsample_map
 
-        if self.task == "upsample":
-            raise ValueError("the kernel probe is not available for upsampling.")
-        strength = self._strength(strength)
-        p, spec = self.p, self.net.spec
+        spec = self.spec
+        if spec.pixel_grid != "input":
+            raise ValueError(
+                f"the kernel probe is not available for {self.task} (output pixels "
+                "do not sit on the input grid)."
+            )
+        strength = check_strength(strength)
+        p = self.p
+        if not (isinstance(channel, int | np.integer) and 0 <= channel < len(p.x)):
+            raise ValueError(f"channel must be an integer in [0, {len(p.x) - 1}], got {channel!r}.")
         H, W = p.x.shape[-2:]
-        full = {}
-        for name in spec.params:
-            m = upsample_map(self.maps[name], (H, W), self.net.factor)[channel : channel + 1]
-            full[name] = m * strength if name in spec.strength else m
+        maps = {
+            n: upsample_map(m, (H, W), self.net.factor)[channel : channel + 1]
+            for n, m in self.maps.items()
+        }
         opts = dict(self.net.options)
-        kernel, args = self.kernel, list(full.values())
-        if kernel in ("nlm", "nlm-sigma"):
-            kernel, args = "nlm", [full["sigma"]]
-            if "spatial_sigma" in full:
-                opts["spatial_sigma"] = full["spatial_sigma"]
-            if opts.get("joint"):  # distances over all channels of the image
-                opts["guide"] = p.x.transpose(0, 1)  # (1, C, H, W)
-        if self.kernel == "polyblur":
-            opts["blur"] = self.filter_kw["blur"]
+        if spec.probe_options is not None:
+            opts = spec.probe_options(opts, p.x.transpose(0, 1))  # all channels (1, C, H, W)
         x = p.x[channel : channel + 1].transpose(0, 1)  # (1, 1, H, W)
-        pr = effective_weights(kernel, x, *args, pixel=pixel, **opts)
+        pr = effective_weights(
+            spec.name, x, **spec.scaled(maps, strength), pixel=pixel, **opts, **self.inputs
+        )
         # back to input units: y = sum(w * x_in) + scale * bias + offset * (1 - sum(w))
         bias = p.scale * pr.bias + p.offset * (1.0 - pr.sum)
         return replace(

@@ -10,7 +10,9 @@ from torch import nn
 
 from pkn.models.network import PKNet, count_parameters, input_features
 from pkn.models.pkn_model import PKNModel, _half
-from pkn.models.procedural import KERNELS
+from pkn.models.procedural import get_spec, network_kernels
+
+KERNELS = network_kernels()
 
 SIZES = [(1, 1), (2, 2), (3, 5), (8, 8), (16, 24), (37, 53), (40, 41)]
 NOISE_RELATIVE = {"sigma"}  # parameters documented as multipliers of the local noise std
@@ -37,7 +39,7 @@ def test_parameter_budget_every_kernel(kernel, guided):
     assert 0 < n < 20_000, f"{kernel} (guided={guided}) has {n} parameters"
     # the network is the only trainable part; the count matches a manual sum
     assert n == sum(p.numel() for p in model.net.parameters())
-    assert model.net.n_out == len(KERNELS[kernel].params)
+    assert model.net.n_out == len(get_spec(kernel).params)
 
 
 def test_count_parameters_ignores_frozen():
@@ -87,14 +89,14 @@ def test_no_convolution_at_full_resolution(H, W):
 
 @pytest.mark.parametrize("kernel", sorted(KERNELS))
 def test_untrained_model_predicts_init(kernel):
-    spec = KERNELS[kernel]
+    spec = get_spec(kernel)
     model = PKNModel(kernel)
     x = _image(2, 13, 18, seed=1)
     sigma = torch.tensor([0.05, 0.2]).view(2, 1, 1, 1)
     with torch.no_grad():
         maps = model.predict_maps(x, sigma)
-    assert set(maps) == set(spec.params)
-    for name, value in zip(spec.params, spec.init, strict=True):
+    assert set(maps) == set(spec.param_names)
+    for name, value in ((p.name, p.init) for p in spec.params):
         m = maps[name]
         assert m.shape == (2, 1, 7, 9), name
         expected = value * sigma if name in NOISE_RELATIVE else torch.full_like(sigma, value)

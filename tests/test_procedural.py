@@ -1,4 +1,4 @@
-"""Kernel specs (remappings, ranges), map upsampling and ``run_filter``."""
+"""Network-driven kernel descriptors (remappings, ranges), map upsampling and ``run_filter``."""
 
 from __future__ import annotations
 
@@ -11,17 +11,29 @@ import torch
 import torch.nn.functional as F
 
 from pkn.models.pkn_model import PKNModel, _half, run_filter
-from pkn.models.procedural import KERNELS, TASKS, get_spec, upsample_map
+from pkn.models.procedural import get_spec, network_kernels, tasks, upsample_map
 
-NOISE_RELATIVE = {"sigma"}  # parameters documented as multipliers of the local noise std
+KERNELS = network_kernels()
+TASKS = tasks()
 _RANGE = re.compile(r"([\[(])\s*(-?[\d.]+)\s*,\s*(-?[\d.]+)\s*([\])])")
 
 
+def _noise_relative(spec):
+    """Parameters whose range is a multiplier of the local noise std."""
+    return {p.name for p in spec.params if p.remap == "noise"}
+
+
 def _documented_range(spec, name):
-    """``(low, high)`` parsed from the spec's documented range text."""
-    m = _RANGE.search(spec.ranges[name])
-    assert m, f"{spec.name}.{name}: no [low, high] in {spec.ranges[name]!r}"
-    return float(m.group(2)), float(m.group(3))
+    """``(low, high)`` of a parameter; its documentation text states the same range."""
+    p = spec.param(name)
+    m = _RANGE.search(p.doc)
+    assert m, f"{spec.name}.{name}: no [low, high] in {p.doc!r}"
+    lo, hi = float(m.group(2)), float(m.group(3))
+    if p.remap == "correlation":
+        assert (p.low, p.high) == (-1.0, 1.0) and -1 < lo and hi < 1
+    else:
+        assert (lo, hi) == (p.low, p.high), (name, p.doc)
+    return lo, hi
 
 
 def _noise(shape, seed=0, dtype=torch.float64):
@@ -33,7 +45,7 @@ def _valid_params(spec, n=11, margin=1e-3, dtype=torch.float64):
     """Parameter values spread over each documented range, including near both ends."""
     u = torch.linspace(margin, 1 - margin, n, dtype=dtype)
     out = {}
-    for k, name in enumerate(spec.params):
+    for k, name in enumerate(spec.param_names):
         lo, hi = _documented_range(spec, name)
         v = lo + (hi - lo) * u.roll(3 * k)  # different order per parameter
         out[name] = v.view(1, 1, 1, n)
@@ -46,13 +58,12 @@ def test_spec_is_consistent(kernel):
     assert spec.name == kernel
     assert spec.task in TASKS
     assert spec.n_out == len(spec.params) >= 1
-    assert len(spec.init) == spec.n_out
-    assert set(spec.ranges) == set(spec.params)
-    assert set(spec.strength) <= set(spec.params)
+    assert spec.network
+    assert set(spec.strength_params) <= set(spec.param_names)
     assert spec.description
-    for name, value in zip(spec.params, spec.init, strict=True):
-        lo, hi = _documented_range(spec, name)
-        assert lo <= value <= hi, (name, value)
+    for p in spec.params:
+        lo, hi = _documented_range(spec, p.name)
+        assert lo <= p.init <= hi, (p.name, p.init)
 
 
 def test_tasks_point_to_kernels_of_that_task():
@@ -67,16 +78,16 @@ def test_round_trip_params(kernel, dtype):
     p = _valid_params(spec, margin=1e-4, dtype=dtype)
     noise = _noise((1, 1, 1, 11), dtype=dtype)
     # the documented range of these is a multiplier of the noise std
-    p = {k: v * noise if k in NOISE_RELATIVE else v for k, v in p.items()}
+    p = {k: v * noise if k in _noise_relative(spec) else v for k, v in p.items()}
     raw = spec.from_params(p, noise)
     assert raw.shape == (1, spec.n_out, 1, 11)
     assert torch.isfinite(raw).all()
     back = spec.to_params(raw, noise)
-    assert set(back) == set(spec.params)
+    assert set(back) == set(spec.param_names)
     tol = 1e-9 if dtype == torch.float64 else 2e-5
-    for name in spec.params:
+    for name in spec.param_names:
         lo, hi = _documented_range(spec, name)
-        scale = (hi - lo) * (noise if name in NOISE_RELATIVE else 1.0)
+        scale = (hi - lo) * (noise if name in _noise_relative(spec) else 1.0)
         err = (back[name] - p[name]).abs() / scale
         assert float(err.max()) < tol, (name, float(err.max()))
 
@@ -87,8 +98,8 @@ def test_init_raw_maps_to_init(kernel):
     raw = spec.init_raw().view(1, spec.n_out, 1, 1)
     one = torch.ones(1, 1, 1, 1)
     params = spec.to_params(raw, one)
-    for name, value in zip(spec.params, spec.init, strict=True):
-        assert float(params[name]) == pytest.approx(value, abs=1e-5)
+    for p in spec.params:
+        assert float(params[p.name]) == pytest.approx(p.init, abs=1e-5)
 
 
 @pytest.mark.parametrize("kernel", sorted(KERNELS))
@@ -100,20 +111,20 @@ def test_remapped_values_stay_in_documented_ranges(kernel):
     raw = torch.cat([ladder.view(1, 1, 1, 9).repeat(1, spec.n_out, 1, 1), random], dim=-1)
     noise = _noise((1, 1, 1, 18), seed=2, dtype=torch.float32)
     params = spec.to_params(raw, noise)
-    for name in spec.params:
+    for name in spec.param_names:
         v = params[name]
         assert v.shape == (1, 1, 1, 18)
         assert torch.isfinite(v).all(), name
         lo, hi = _documented_range(spec, name)
-        if name in NOISE_RELATIVE:
+        if name in _noise_relative(spec):
             v = v / noise  # documented as a multiplier of the local noise std
         # float saturation may reach the bounds themselves at |raw| = 1e4
         assert float(v.min()) >= lo - 1e-6 and float(v.max()) <= hi + 1e-6, name
         if name == "rho":
             assert float(v.abs().max()) < 1.0
     # the remapping covers the range (not stuck in a corner)
-    for name in spec.params:
-        v = params[name] / (noise if name in NOISE_RELATIVE else 1.0)
+    for name in spec.param_names:
+        v = params[name] / (noise if name in _noise_relative(spec) else 1.0)
         lo, hi = _documented_range(spec, name)
         assert float(v.min()) < lo + 0.01 * (hi - lo) and float(v.max()) > hi - 0.01 * (hi - lo)
 

@@ -30,6 +30,6 @@ def test_model_loads_and_matches_its_card(name):
     # a forward pass gives finite parameter maps of the documented shape
     x = torch.rand(1, 1, 21, 30)
     maps = model.predict_maps(x, torch.full((1, 1, 1, 1), 0.05))
-    assert set(maps) == set(model.spec.params)
+    assert set(maps) == set(model.spec.param_names)
     for m in maps.values():
         assert m.shape == (1, 1, 11, 15) and torch.isfinite(m).all()

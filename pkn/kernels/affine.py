@@ -6,6 +6,8 @@ import torch
 from torch import nn
 
 from ._common import Param, as_map, check_guide, check_image
+from .registry import Kernel
+from .registry import Param as P
 
 __all__ = ["Affine", "affine"]
 
@@ -84,3 +86,46 @@ class Affine(nn.Module):
         guide: torch.Tensor | None = None,
     ) -> torch.Tensor:
         return affine(x, w0, w1, guide=guide)
+
+
+# ------------------------------------------------------------------ descriptor
+def _example(x, gen):
+    H, W = x.shape[-2:]
+    half = ((H + 1) // 2, (W + 1) // 2)
+    w0 = -0.05 + 0.1 * torch.rand((1, 1, *half), generator=gen).to(x.dtype)
+    w1 = 0.8 + 0.4 * torch.rand((1, 1, *half), generator=gen).to(x.dtype)
+    return {"w0": w0, "w1": w1}, {}, {}
+
+
+KERNELS = (
+    Kernel(
+        name="affine",
+        rank=42,
+        task="",
+        description="per-pixel affine function of a guide image (local linear model)",
+        function=affine,
+        module=Affine,
+        params=(
+            P(
+                "w0",
+                unit="intensity",
+                remap="none",
+                label="offset",
+                colormap="PiYG",
+                limits="symmetric",
+            ),
+            P(
+                "w1",
+                unit="none",
+                remap="none",
+                label="gain",
+                colormap="viridis",
+                limits="percentile",
+            ),
+        ),
+        radius=lambda maps, options, inputs: 0,
+        convex=False,
+        example=_example,
+        example_doc="affine(x, w0, w1), random half-res maps w0 in [-0.05, 0.05], w1 in [0.8, 1.2]",
+    ),
+)

@@ -8,6 +8,8 @@ from torch import nn
 
 from ._common import check_image, check_ndim, check_stack, pad, row_tiles
 from .kpn import _BandResampler
+from .registry import Kernel
+from .registry import Param as P
 
 __all__ = ["Basis", "basis"]
 
@@ -142,3 +144,34 @@ class Basis(nn.Module):
 
     def forward(self, x: torch.Tensor, coefficients: torch.Tensor) -> torch.Tensor:
         return basis(x, coefficients, self.bases)
+
+
+# ------------------------------------------------------------------ descriptor
+def _example(x, gen):
+    H, W = x.shape[-2:]
+    half = ((H + 1) // 2, (W + 1) // 2)
+    r = torch.arange(-2, 3, dtype=x.dtype)
+    d2 = r[:, None] ** 2 + r[None, :] ** 2  # (5, 5)
+    s = torch.tensor([0.5, 1.0, 1.5, 2.5], dtype=x.dtype)[:, None, None]
+    bases = torch.exp(-d2 / (2 * s**2))  # (4, 5, 5)
+    bases = bases / bases.sum(dim=(1, 2), keepdim=True)
+    coefficients = torch.softmax(torch.randn((1, 4, *half), generator=gen), dim=1).to(x.dtype)
+    return {"coefficients": coefficients}, {"bases": bases}, {}
+
+
+KERNELS = (
+    Kernel(
+        name="basis",
+        rank=41,
+        task="",
+        description="per-pixel linear combination of N fixed kernels",
+        function=basis,
+        module=Basis,
+        params=(P("coefficients", remap="none", channels=0, limits="percentile", colormap="gray"),),
+        radius=lambda maps, options, inputs: options["bases"].shape[-1] // 2,
+        convex=False,
+        example=_example,
+        example_doc="basis(x, coefficients, bases), 4 fixed 5x5 Gaussian bases, "
+        "random half-res coefficients",
+    ),
+)

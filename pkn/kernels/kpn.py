@@ -10,6 +10,8 @@ from torch import nn
 
 from ._band import pad_band, resample_rows
 from ._common import check_image, check_stack, odd_int, pad, row_tiles
+from .registry import Kernel
+from .registry import Param as P
 
 __all__ = ["KPN", "kpn"]
 
@@ -235,3 +237,45 @@ class KPN(nn.Module):
 
     def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         return kpn(x, weights, kernel_size=self.kernel_size)
+
+
+# ------------------------------------------------------------------ descriptor
+def _radius(maps, options, inputs) -> int:
+    if options.get("kernel_size") is not None:
+        return int(options["kernel_size"]) // 2
+    n = maps["weights"].shape[1]
+    k = math.isqrt(n)
+    if k * k != n and inputs.get("x") is not None:  # per-channel logits: C * K * K
+        k = math.isqrt(n // inputs["x"].shape[1])
+    return k // 2
+
+
+def _example(x, gen):
+    H, W = x.shape[-2:]
+    half = ((H + 1) // 2, (W + 1) // 2)
+    return {"weights": 2.0 * torch.randn((1, 25, *half), generator=gen).to(x.dtype)}, {}, {}
+
+
+KERNELS = (
+    Kernel(
+        name="kpn",
+        rank=40,
+        task="",
+        description="kernel prediction: per-pixel K x K kernels from softmax-normalised logits",
+        function=kpn,
+        module=KPN,
+        params=(
+            P(
+                "weights",
+                remap="none",
+                label="logits",
+                channels=0,
+                limits="percentile",
+                colormap="gray",
+            ),
+        ),
+        radius=_radius,
+        example=_example,
+        example_doc="kpn(x, weights), 25 random logits (5x5 kernel) at half-res",
+    ),
+)

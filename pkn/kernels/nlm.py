@@ -6,8 +6,10 @@ import torch
 from torch import nn
 
 from ._common import Param, as_map, check_guide, check_image, odd_int, pad, row_tiles
+from .registry import Kernel, half_maps
+from .registry import Param as P
 
-__all__ = ["NLM", "bilateral", "nlm"]
+__all__ = ["NLM", "Bilateral", "bilateral", "nlm"]
 
 _SIGMA_FLOOR = 1e-10  # keeps 1 / sigma^2 finite: sigma -> 0 is the identity, never NaN
 _EXP_FLOOR = -60.0  # smallest exponent of a weight: exp(-60) = 8.8e-27, a normal float32
@@ -119,9 +121,7 @@ def nlm(
             q = q[..., :1, :1]
 
     K = g.shape[1] if joint else 1
-    grad = torch.is_grad_enabled() and any(
-        t is not None and t.requires_grad for t in (x, g, s, q)
-    )
+    grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, g, s, q))
     R = pr + sr
     gp = pad(g, R)  # (B, Cg, H+2R, W+2R): guide for the patches
     xp = gp[..., pr : gp.shape[-2] - pr, pr : gp.shape[-1] - pr] if g is x else pad(x, sr)
@@ -213,12 +213,153 @@ class NLM(nn.Module):
         super().__init__()
         self.patch_size, self.search_size, self.joint = patch_size, search_size, joint
 
-    def forward(self, x: torch.Tensor, sigma: Param, guide: torch.Tensor | None = None):
+    def forward(
+        self,
+        x: torch.Tensor,
+        sigma: Param,
+        spatial_sigma: Param | None = None,
+        guide: torch.Tensor | None = None,
+    ):
         return nlm(
             x,
             sigma,
             patch_size=self.patch_size,
             search_size=self.search_size,
+            spatial_sigma=spatial_sigma,
             guide=guide,
             joint=self.joint,
         )
+
+
+class Bilateral(nn.Module):
+    """Thin module around :func:`bilateral`: ``Bilateral(search_size)(x, sigma)``."""
+
+    def __init__(self, search_size: int = 5, joint: bool = False):
+        super().__init__()
+        self.search_size, self.joint = search_size, joint
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        sigma: Param,
+        spatial_sigma: Param | None = None,
+        guide: torch.Tensor | None = None,
+    ):
+        return bilateral(
+            x,
+            sigma,
+            search_size=self.search_size,
+            spatial_sigma=spatial_sigma,
+            guide=guide,
+            joint=self.joint,
+        )
+
+
+# ------------------------------------------------------------------ descriptors
+def _apply(fn):
+    """Run ``fn`` (nlm or bilateral) with a model's maps.
+
+    With a ``guide`` ``(B, K, H, W)``, the patch distances are computed on it. With the
+    option ``joint`` and no guide, a batch of single-channel images ``(C, 1, H, W)`` is
+    read as the channels of *one* image, all sharing the distances (the layout of
+    :func:`pkn.restore`).
+    """
+
+    def apply(x, maps, options, guide=None, **_):
+        if guide is not None:
+            return fn(x, **maps, guide=guide, **options)
+        if options.get("joint") and x.shape[1] == 1 and x.shape[0] > 1:
+            maps = {
+                n: m.transpose(0, 1) if isinstance(m, torch.Tensor) else m for n, m in maps.items()
+            }
+            return fn(x.transpose(0, 1), **maps, **options).transpose(0, 1)  # (C, 1, H, W)
+        return fn(x, **maps, **options)
+
+    return apply
+
+
+def _probe_options(options, channels):
+    """A model's options for the probe of one channel: with ``joint``, the patch
+    distances come from every channel of the image ``channels (1, C, H, W)``."""
+    if options.get("joint") and options.get("guide") is None:
+        return {**options, "guide": channels}
+    return dict(options)
+
+
+_SIGMA = P(
+    "sigma",
+    unit="intensity",
+    low=0.0,
+    high=4.0,
+    init=1.2,
+    remap="noise",
+    strength=True,
+    label="sigma (signal)",
+    doc="multiplier in [0, 4] times the local noise std",
+    colormap="magma",
+)
+_SPATIAL = P(
+    "spatial_sigma",
+    unit="px",
+    low=0.0,
+    high=4.0,  # at 4 px the 5x5 search window is nearly flat
+    init=2.0,
+    label="spatial sigma",
+    doc="[0, 4] px, Gaussian falloff over the search window",
+    colormap="viridis",
+)
+_NLM_RADIUS = lambda maps, o, i: o.get("patch_size", 3) // 2 + o.get("search_size", 5) // 2  # noqa: E731
+_SPATIAL_GRID = (0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 3.9)  # the oracle's second axis, px
+
+KERNELS = (
+    Kernel(
+        name="nlm",
+        rank=0,
+        task="denoise",
+        description="non-local means (3x3 patches, 5x5 search), per-pixel signal sigma and "
+        "spatial sigma",
+        function=nlm,
+        module=NLM,
+        params=(_SIGMA, _SPATIAL),
+        apply=_apply(nlm),
+        radius=_NLM_RADIUS,
+        probe_options=_probe_options,
+        weights_from_guide=True,
+        grid=lambda t: {"sigma": 4.0 * t, "spatial_sigma": _SPATIAL_GRID[-1]},
+        refine={"spatial_sigma": _SPATIAL_GRID},
+        example=lambda x, gen: (half_maps(x, sigma=0.1), {}, {}),
+        example_doc="nlm(x, sigma), sigma = half-res map of 0.1; patch 3, search 5",
+    ),
+    Kernel(
+        name="nlm-sigma",
+        rank=1,
+        task="denoise",
+        description="non-local means (3x3 patches, 5x5 search), per-pixel signal sigma only",
+        function=nlm,
+        module=NLM,
+        params=(_SIGMA,),
+        apply=_apply(nlm),
+        radius=_NLM_RADIUS,
+        probe_options=_probe_options,
+        weights_from_guide=True,
+        grid=lambda t: {"sigma": 4.0 * t},
+        example=lambda x, gen: (half_maps(x, sigma=0.1), {}, {}),
+        example_doc="nlm(x, sigma), sigma = half-res map of 0.1; patch 3, search 5",
+    ),
+    Kernel(
+        name="bilateral",
+        rank=2,
+        task="denoise",
+        description="bilateral filter (5x5 window), per-pixel range sigma",
+        function=bilateral,
+        module=Bilateral,
+        params=(_SIGMA,),
+        apply=_apply(bilateral),
+        radius=lambda maps, o, i: o.get("search_size", 5) // 2,
+        probe_options=_probe_options,
+        weights_from_guide=True,
+        grid=lambda t: {"sigma": 4.0 * t},
+        example=lambda x, gen: (half_maps(x, sigma=0.1), {}, {}),
+        example_doc="bilateral(x, sigma), sigma = half-res map of 0.1; search 5",
+    ),
+)

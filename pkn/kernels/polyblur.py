@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from numbers import Real
 
 import torch
@@ -9,6 +10,8 @@ from torch import nn
 
 from ._blur import Blur, _Blur, _kernel
 from ._common import Param, as_map, check_image
+from .registry import Kernel, half_maps
+from .registry import Param as P
 
 __all__ = ["Polyblur", "polyblur"]
 
@@ -122,3 +125,53 @@ class Polyblur(nn.Module):
 
     def forward(self, x: torch.Tensor, b: Param, c: Param, d: Param) -> torch.Tensor:
         return polyblur(x, b, c, d, blur=self.psf if self.blur is None else self.blur)
+
+
+# ------------------------------------------------------------------ descriptor
+def _radius(maps, options, inputs) -> int:
+    """Three applications of the blur: three times the blur kernel's radius."""
+    blur = inputs.get("blur")
+    if blur is None:
+        raise ValueError("polyblur needs blur= (a Gaussian sigma, (sy, sx, rho) or a PSF).")
+    if isinstance(blur, torch.Tensor):
+        r = max(blur.shape[-2:]) // 2
+    elif isinstance(blur, tuple | list):
+        r = math.ceil(3 * max(abs(float(blur[0])), abs(float(blur[1]))))
+    else:
+        r = math.ceil(3 * float(blur))
+    return 3 * r
+
+
+def _coef(name: str) -> P:
+    # [-8, 8] reaches the cubic Neumann inverse (a, b, c, d) = (4, -6, 4, -1)
+    return P(
+        name,
+        unit="none",
+        low=-8.0,
+        high=8.0,
+        init=0.0,
+        strength=True,
+        doc="[-8, 8]",
+        colormap="PiYG",
+        limits="symmetric",
+    )
+
+
+KERNELS = (
+    Kernel(
+        name="polyblur",
+        rank=20,
+        task="deblur",
+        description="polynomial reblurring a I + b B + c B^2 + d B^3, a = 1 - b - c - d",
+        function=polyblur,
+        module=Polyblur,
+        params=(_coef("b"), _coef("c"), _coef("d")),
+        inputs=("blur",),
+        radius=_radius,
+        convex=False,
+        # along the cubic Neumann inverse (b, c, d) = (-6, 4, -1), scaled
+        grid=lambda t: {"b": -6 * 1.2 * t, "c": 4 * 1.2 * t, "d": -1 * 1.2 * t},
+        example=lambda x, gen: (half_maps(x, b=-2.5, c=1.5, d=-0.3), {}, {"blur": 1.5}),
+        example_doc="polyblur(x, b, c, d, blur=1.5), half-res maps of -2.5, 1.5, -0.3",
+    ),
+)

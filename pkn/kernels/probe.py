@@ -11,8 +11,7 @@ real input pixels: for the smoothing kernels the weights are non-negative and su
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
+import inspect
 from dataclasses import dataclass
 
 import numpy as np
@@ -68,54 +67,6 @@ class Probe:
         return self.sum**2 / sq if sq > 0 else 0.0
 
 
-def _kernels() -> dict[str, tuple[Callable, Callable]]:
-    """name -> (function, support radius from (args, kwargs))."""
-    from .affine import affine
-    from .basis import basis
-    from .gaussian import gaussian
-    from .kpn import kpn
-    from .nlm import bilateral, nlm
-    from .polyblur import polyblur
-
-    def sigmas_radius(args, kw):
-        if kw.get("size") is not None:
-            return int(kw["size"]) // 2
-        vals = [a for a in ([*list(args[:2]), kw.get("sigma2")]) if a is not None]
-        return math.ceil(3 * max(_max(v) for v in vals))
-
-    def polyblur_radius(args, kw):
-        blur = kw["blur"]
-        if isinstance(blur, torch.Tensor):
-            r = max(blur.shape[-2:]) // 2
-        elif isinstance(blur, tuple | list):
-            r = math.ceil(3 * max(abs(float(blur[0])), abs(float(blur[1]))))
-        else:
-            r = math.ceil(3 * float(blur))
-        return 3 * r
-
-    def kpn_radius(args, kw):
-        n = args[0].shape[1]
-        k = round(math.sqrt(n))
-        if k * k != n:  # per-channel logits: C * K * K
-            k = round(math.sqrt(n / kw["_channels"]))
-        return k // 2
-
-    return {
-        "nlm": (nlm, lambda a, kw: kw.get("patch_size", 3) // 2 + kw.get("search_size", 5) // 2),
-        "bilateral": (bilateral, lambda a, kw: kw.get("search_size", 5) // 2),
-        "gaussian": (gaussian, lambda a, kw: sigmas_radius(a[:1] + a[1:2], kw)),
-        "anisotropic": (gaussian, lambda a, kw: sigmas_radius(a[:2], kw)),
-        "polyblur": (polyblur, polyblur_radius),
-        "kpn": (kpn, kpn_radius),
-        "basis": (basis, lambda a, kw: a[1].shape[-1] // 2),
-        "affine": (affine, lambda a, kw: 0),
-    }
-
-
-def _max(v) -> float:
-    return float(v.detach().max()) if isinstance(v, torch.Tensor) else float(v)
-
-
 def effective_weights(
     kernel: str,
     x: torch.Tensor,
@@ -130,12 +81,13 @@ def effective_weights(
     Parameters
     ----------
     kernel : str
-        One of ``"nlm"``, ``"bilateral"``, ``"gaussian"``, ``"anisotropic"``,
-        ``"polyblur"``, ``"kpn"``, ``"basis"``, ``"affine"``, ``"rbf"``.
+        A kernel of the registry (:func:`pkn.kernels.registry.names`): ``"nlm"``,
+        ``"bilateral"``, ``"gaussian"``, ``"anisotropic"``, ``"polyblur"``, ``"rbf"``, ...
     x : torch.Tensor
         The image ``(B, C, H, W)`` the kernel was run on.
     *params
-        The kernel's positional parameters exactly as passed to it (numbers or maps at
+        The kernel's parameter maps in its order (or by keyword, by name), exactly as
+        passed to it (numbers or maps at
         any resolution).
     pixel : (int, int)
         ``(row, col)`` of the output pixel (for ``"rbf"``: on the output grid; its
@@ -152,11 +104,12 @@ def effective_weights(
         The weights over an input window around ``pixel`` with their sum, minimum and
         effective number of pixels.
     """
-    if kernel == "rbf":
-        return _rbf_probe(x, params, pixel, batch, channel, options)
-    table = _kernels()
-    if kernel not in table:
-        raise ValueError(f"unknown kernel {kernel!r}; choose one of {sorted(table)}.")
+    from .registry import get
+
+    k = get(kernel)
+    maps, opts, inputs = _split(k, params, options)
+    if k.pixel_grid != "input":
+        return _resampling_probe(k, x, maps, opts, inputs, pixel, batch, channel)
     check_image(x)
     B, C, H, W = x.shape
     row, col = (int(v) for v in pixel)
@@ -164,20 +117,17 @@ def effective_weights(
         raise ValueError(f"pixel {pixel} lies outside the {H}x{W} image.")
     if not (0 <= batch < B and 0 <= channel < C):
         raise ValueError(f"batch {batch} / channel {channel} out of range for shape {(B, C)}.")
-    fn, radius = table[kernel]
-    if kernel == "anisotropic" and len(params) < 3:
-        raise ValueError("the anisotropic kernel takes sigma1, sigma2 and rho.")
 
     def full(t):  # maps resampled to the image grid, as the kernel does internally
         if isinstance(t, torch.Tensor) and t.ndim == 4 and t.shape[-2:] not in ((H, W), (1, 1)):
             return F.interpolate(t.to(x.dtype), size=(H, W), mode="bilinear", align_corners=False)
         return t
 
-    params = tuple(full(p) for p in params)
-    options = {k: full(v) for k, v in options.items()}
-    r = radius(params, {**options, "_channels": C})
-    if kernel in ("gaussian", "anisotropic") and options.get("size") is None:
-        options["size"] = 2 * r + 1  # the window the whole image used, not the crop's
+    maps = {n: full(v) for n, v in maps.items()}
+    opts = {n: full(v) for n, v in opts.items()}
+    r = k.support(maps, opts, **inputs, x=x)
+    if k.fixed_window is not None:
+        opts = {**k.fixed_window(r), **opts}  # the window the whole image used, not the crop's
     m = r + 1
     r0, r1, c0, c1 = max(0, row - m), min(H, row + m + 1), max(0, col - m), min(W, col + m + 1)
 
@@ -189,13 +139,12 @@ def effective_weights(
 
     xc = x[batch : batch + 1, :, r0:r1, c0:c1].detach().to(torch.float64)
     src = xc.clone().requires_grad_(True)
-    opts = {k: crop(v) for k, v in options.items()}
-    if kernel in ("nlm", "bilateral"):
-        # weights are computed from the guide; hold it fixed to read them off
+    opts = {n: crop(v) for n, v in opts.items()}
+    if k.weights_from_guide:  # weights are computed from the guide; hold it fixed
         opts["guide"] = xc if opts.get("guide") is None else opts["guide"].detach()
-    args = [crop(p) for p in params]
+    args = {n: crop(v) for n, v in maps.items()}
     with torch.enable_grad():
-        y = fn(src, *args, **opts)
+        y = k.function(src, **args, **opts, **inputs)
         out = y[0, channel, row - r0, col - c0]
         (grad,) = torch.autograd.grad(out, src)
     w = grad[0, channel].numpy()
@@ -206,19 +155,33 @@ def effective_weights(
     return Probe(weights=w, origin=(r0, c0), bias=bias if abs(bias) > 1e-12 else 0.0, value=value)
 
 
-def _rbf_probe(x, params, pixel, batch, channel, options) -> Probe:
-    from .rbf import rbf_resample
+def _split(k, params: tuple, options: dict) -> tuple[dict, dict, dict]:
+    """The caller's arguments, bound to the kernel function's signature, as
+    (maps by name, fixed options, per-call inputs)."""
+    try:
+        bound = inspect.signature(k.function).bind(None, *params, **options)
+    except TypeError as e:
+        raise TypeError(f"arguments do not fit kernel {k.name!r}: {e}") from None
+    args = dict(list(bound.arguments.items())[1:])  # without the image
+    args.update(args.pop("kwargs", None) or {})
+    maps = {n: args.pop(n) for n in k.param_names if args.get(n) is not None}
+    inputs = {n: args.pop(n) for n in k.inputs if args.get(n) is not None}
+    return maps, args, inputs
 
+
+def _resampling_probe(k, x, maps, options, inputs, pixel, batch, channel) -> Probe:
+    """Probe of a kernel whose output grid differs from the input's (resampling): the
+    whole resampling is differentiated, since its window depends on the whole map."""
     check_image(x)
     xb = x[batch : batch + 1].detach().to(torch.float64).clone().requires_grad_(True)
-    args = [
-        (p[batch : batch + 1] if p.shape[0] > 1 else p).double()
+    args = {
+        n: (p[batch : batch + 1] if p.shape[0] > 1 else p).double()
         if isinstance(p, torch.Tensor) and p.ndim == 4
         else p
-        for p in params
-    ]
+        for n, p in maps.items()
+    }
     with torch.enable_grad():
-        y = rbf_resample(xb, *args, **options)
+        y = k.function(xb, **args, **options, **inputs)
         Ho, Wo = y.shape[-2:]
         row, col = (int(v) for v in pixel)
         if not (0 <= row < Ho and 0 <= col < Wo):

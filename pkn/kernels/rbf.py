@@ -19,6 +19,8 @@ from ._band import Scratch, resampled_radius
 from ._common import Param, check_image, row_tiles
 from ._rbf_band import _LOG2E, _band, _coefficients, _quad
 from ._rbf_grid import _axis, _band_map, _output_size, _param, _phases
+from .registry import Kernel, half_maps
+from .registry import Param as P
 
 __all__ = ["RBFResample", "rbf_resample"]
 
@@ -234,3 +236,65 @@ class RBFResample(nn.Module):
         rho: Param | None = None,
     ) -> torch.Tensor:
         return rbf_resample(x, sigma1, sigma2, rho, scale=self.scale, size=self.size)
+
+
+# ------------------------------------------------------------------ descriptor
+def _sig(name: str, label: str) -> P:
+    return P(
+        name,
+        unit="px",
+        low=0.0,
+        high=2.0,
+        init=0.5,
+        strength=True,
+        label=label,
+        doc="[0, 2] input px",
+        colormap="viridis",
+    )
+
+
+def _radius(maps, options, inputs) -> int:
+    sig = [v for n, v in maps.items() if n.startswith("sigma") and v is not None]
+    top = max(float(v.detach().max()) if isinstance(v, torch.Tensor) else float(v) for v in sig)
+    return math.ceil(3 * top) + 1
+
+
+def _example(x, gen):
+    H, W = x.shape[-2:]
+    return half_maps(x, sigma1=0.5, sigma2=0.7, rho=0.2), {}, {"size": (2 * H, 2 * W)}
+
+
+KERNELS = (
+    Kernel(
+        name="rbf",
+        rank=30,
+        task="upsample",
+        description="anisotropic Gaussian RBF resampling (sigmas in input pixels)",
+        function=rbf_resample,
+        module=RBFResample,
+        params=(
+            _sig("sigma1", "sigma1 (along x)"),
+            _sig("sigma2", "sigma2 (along y)"),
+            P(
+                "rho",
+                unit="none",
+                low=-1.0,
+                high=1.0,
+                init=0.0,
+                remap="correlation",
+                label="rho (correlation of x and y)",
+                doc="(-0.999, 0.999)",
+                colormap="coolwarm",
+                limits="unit",
+            ),
+        ),
+        inputs=("size",),
+        pixel_grid="output",
+        radius=_radius,
+        glyphs=True,
+        grid=lambda t: {"sigma1": 2.0 * t, "sigma2": 2.0 * t, "rho": 0.0},
+        example=_example,
+        example_doc="rbf_resample(x, sigma1, sigma2, rho) to twice the size of a half-size "
+        "input, maps of 0.5, 0.7, 0.2 at half the input's resolution",
+    ),
+)

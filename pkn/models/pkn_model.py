@@ -6,8 +6,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._input import check_strength
+from ..kernels.registry import Kernel
 from .network import PKNet
-from .procedural import KernelSpec, get_spec, upsample_map
+from .procedural import get_spec, upsample_map
 
 __all__ = ["PKNModel", "run_filter"]
 
@@ -23,83 +25,37 @@ def _half(noise_std: torch.Tensor) -> torch.Tensor:
 
 
 def run_filter(
-    spec: KernelSpec,
+    spec: Kernel,
     x: torch.Tensor,
     maps: dict[str, torch.Tensor],
     *,
     factor: int = 2,
     strength: float = 1.0,
-    blur=None,
-    size: tuple[int, int] | None = None,
     options: dict | None = None,
-    guide: torch.Tensor | None = None,
+    **inputs,
 ) -> torch.Tensor:
     """Run ``spec``'s classical filter on ``x`` with parameter maps on a ``1/factor`` grid.
 
     Parameters
     ----------
-    spec : KernelSpec
+    spec : pkn.kernels.registry.Kernel
     x : torch.Tensor
         ``(B, C, H, W)`` image (the low-resolution input when upsampling).
     maps : dict
-        Parameter maps ``(B, 1, ceil(H/factor), ceil(W/factor))``.
+        Parameter maps ``(B, 1, ceil(H/factor), ceil(W/factor))``, upsampled once here.
     strength : float
-        Multiplies the maps named in ``spec.strength`` (0: identity / nearest).
-    blur
-        The blur for ``polyblur`` (sigma, (sigma_y, sigma_x, rho) or a PSF tensor).
-    size : (int, int)
-        Output size for ``rbf``.
+        Multiplies the maps that ``spec`` marks as scaled by strength (0: identity).
     options : dict
-        Extra keyword options for the kernel (e.g. ``patch_size``, ``joint``).
-    guide : torch.Tensor, optional
-        NLM/bilateral only: ``(B, K, H, W)`` image the patch distances are computed on
-        (with ``joint``: averaged over its ``K`` channels). With ``joint`` and no guide,
-        a batch of single-channel images is read as the channels of *one* image, and
-        all of them share the distances (the layout of :func:`pkn.restore`).
+        Fixed keyword options of the kernel (e.g. ``patch_size``, ``joint``).
+    **inputs
+        Per-call inputs the kernel needs (``spec.inputs``): ``blur=`` (a Gaussian sigma,
+        ``(sigma_y, sigma_x, rho)`` or a PSF tensor) for deblurring, ``size=`` for
+        resampling; ``guide=`` for kernels whose weights come from a guide image.
     """
-    from .. import kernels as K
-
-    if not (strength >= 0 and strength == strength):
-        raise ValueError(f"strength must be a number >= 0, got {strength!r}.")
+    strength = check_strength(strength)
     H, W = x.shape[-2:]
-    full = {}
-    for name, m in maps.items():
-        m = upsample_map(m, (H, W), factor)
-        full[name] = m * strength if name in spec.strength and strength != 1.0 else m
-    opts = dict(options or {})
-    k = spec.name
-    if k in ("nlm", "nlm-sigma", "bilateral"):
-        return _nlm_filter(k, x, full, opts, guide)
-    if k == "gaussian":
-        return K.gaussian(x, full["sigma1"], **opts)
-    if k == "anisotropic":
-        return K.gaussian(x, full["sigma1"], full["sigma2"], full["rho"], **opts)
-    if k == "polyblur":
-        if blur is None:
-            raise ValueError("polyblur needs the blur (a Gaussian sigma, a tuple or a PSF).")
-        return K.polyblur(x, full["b"], full["c"], full["d"], blur=blur, **opts)
-    if k == "rbf":
-        if size is None:
-            raise ValueError("rbf needs the output size.")
-        return K.rbf_resample(x, full["sigma1"], full["sigma2"], full["rho"], size=size, **opts)
-    raise ValueError(f"no filter for kernel {k!r}.")
-
-
-def _nlm_filter(k: str, x: torch.Tensor, full: dict, opts: dict, guide) -> torch.Tensor:
-    """NLM / bilateral with the model's maps; see :func:`run_filter` for ``guide``."""
-    from .. import kernels as K
-
-    fn = K.bilateral if k == "bilateral" else K.nlm
-    maps = {"sigma": full["sigma"]}
-    if "spatial_sigma" in full:
-        maps["spatial_sigma"] = full["spatial_sigma"]
-    if guide is not None:
-        return fn(x, **maps, guide=guide, **opts)
-    if opts.get("joint") and x.shape[1] == 1 and x.shape[0] > 1:
-        # (C, 1, H, W): the channels of one image -> (1, C, H, W), distances shared
-        maps = {n: m.transpose(0, 1) for n, m in maps.items()}
-        return fn(x.transpose(0, 1), **maps, **opts).transpose(0, 1)
-    return fn(x, **maps, **opts)
+    full = spec.scaled({n: upsample_map(m, (H, W), factor) for n, m in maps.items()}, strength)
+    return spec.run(x, full, options, **inputs)
 
 
 class PKNModel(nn.Module):
@@ -108,7 +64,7 @@ class PKNModel(nn.Module):
     Parameters
     ----------
     kernel : str
-        A name from :data:`pkn.models.procedural.KERNELS`.
+        A network-driven kernel of the registry (:func:`pkn.kernels.registry.names`).
     widths : (int, int, int)
         Network widths (see :class:`~pkn.models.network.PKNet`).
     options : dict, optional

@@ -37,9 +37,9 @@ def _png(path: Path, a: np.ndarray, lo: float, hi: float, cmap: str | None = Non
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m pkn demo", description=__doc__.split("\n\n")[0])
     p.add_argument("--sample", choices=["fluorescence", "natural"], default="fluorescence")
-    p.add_argument(
-        "--kernel", default="nlm", choices=["nlm", "bilateral", "gaussian", "anisotropic"]
-    )
+    from .models.procedural import network_kernels, tasks
+
+    p.add_argument("--kernel", default=tasks()["denoise"], choices=network_kernels("denoise"))
     p.add_argument("--strength", type=float, default=1.0)
     p.add_argument("--out", default="out", help="output folder (default ./out)")
     a = p.parse_args(argv)

@@ -18,14 +18,16 @@ OUT = Path(__file__).resolve().parents[1] / "tests" / "data" / "golden_restore.n
 
 
 def inputs() -> dict[str, np.ndarray]:
-    """A gray (odd size) and a colour (channels last) image with structure and noise."""
+    """A gray image of odd height, a colour one (channels last) and a gray one of even
+    size (where the kernels resample the maps themselves), with structure and noise."""
     rng = np.random.default_rng(20261203)
     yy, xx = np.mgrid[0:45, 0:52].astype(np.float32)
     base = 0.5 + 0.3 * np.sin(xx / 5.0) * np.cos(yy / 7.0) + 0.2 * (xx > 26)
     gray = (base + 0.05 * rng.standard_normal(base.shape)).astype(np.float32)
     rgb = np.stack([base, base[::-1], base[:, ::-1]], axis=-1)
     rgb = (rgb + 0.08 * rng.standard_normal(rgb.shape)).astype(np.float32)
-    return {"gray": gray, "rgb": rgb}
+    even = (base[:44, :52] + 0.05 * rng.standard_normal((44, 52))).astype(np.float32)
+    return {"gray": gray, "rgb": rgb, "even": even}
 
 
 def cases():
@@ -36,7 +38,7 @@ def cases():
         net, _ = load_model(name)
         task = net.spec.task
         extra = {"denoise": {}, "deblur": {"blur": 1.5}, "upsample": {"scale": 1.5}}[task]
-        for kind in ("gray", "rgb"):
+        for kind in ("gray", "rgb", "even"):
             kw = {"task": task, "model": name, "kernel": net.kernel, **extra}
             if kind == "rgb":
                 kw["channel_axis"] = -1

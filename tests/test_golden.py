@@ -40,6 +40,9 @@ def test_golden_file_covers_every_shipped_model_and_task():
 
     assert PINNED <= set(list_models())  # no pinned model was dropped or renamed
     assert len(PINNED) == 7
+    assert {k.split("/")[1] for k in GOLDEN.files if not k.startswith("input/")} >= {
+        "gray", "rgb", "even", "gray-psf"
+    }
     tasks = {kw["task"] for _, _, kw in CASES}
     assert tasks == {"denoise", "deblur", "upsample"}
 

@@ -125,6 +125,7 @@ KERNELS = (
         ),
         radius=lambda maps, options, inputs: 0,
         convex=False,
+        keeps_constants=False,
         example=_example,
         example_doc="affine(x, w0, w1), random half-res maps w0 in [-0.05, 0.05], w1 in [0.8, 1.2]",
     ),

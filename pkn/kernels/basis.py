@@ -155,7 +155,7 @@ def _example(x, gen):
     s = torch.tensor([0.5, 1.0, 1.5, 2.5], dtype=x.dtype)[:, None, None]
     bases = torch.exp(-d2 / (2 * s**2))  # (4, 5, 5)
     bases = bases / bases.sum(dim=(1, 2), keepdim=True)
-    coefficients = torch.softmax(torch.randn((1, 4, *half), generator=gen), dim=1).to(x.dtype)
+    coefficients = torch.softmax(torch.randn((1, 4, *half), generator=gen, dtype=x.dtype), dim=1)
     return {"coefficients": coefficients}, {"bases": bases}, {}
 
 

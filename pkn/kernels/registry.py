@@ -153,6 +153,9 @@ class Kernel:
         (the probe crops ``2 r + 1`` around a pixel, plus one pixel of margin).
     convex : bool
         Every output pixel is a convex combination of input pixels.
+    keeps_constants : bool
+        A constant image comes out unchanged (every convex kernel; polyblur's
+        ``a = 1 - b - c - d``; not the affine model).
     inputs : tuple of str
         Per-call inputs ``apply`` requires (``"blur"`` for deblurring, ``"size"`` for
         resampling).
@@ -202,6 +205,7 @@ class Kernel:
     example: Callable
     radius: Callable
     convex: bool = True
+    keeps_constants: bool = True
     apply: Callable | None = None
     inputs: tuple[str, ...] = ()
     spatial_axes: tuple[str, ...] = ("y", "x")

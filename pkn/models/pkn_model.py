@@ -54,8 +54,19 @@ def run_filter(
     """
     strength = check_strength(strength)
     H, W = x.shape[-2:]
-    full = spec.scaled({n: upsample_map(m, (H, W), factor) for n, m in maps.items()}, strength)
-    return spec.run(x, full, options, **inputs)
+    maps = spec.scaled(maps, strength)
+    if any(m.shape[-2:] not in ((1, 1), (-(-H // factor), -(-W // factor))) for m in maps.values()):
+        raise ValueError(
+            f"maps must be (B, 1, ceil(H/{factor}), ceil(W/{factor})) for a {H}x{W} image, got "
+            f"{ {n: tuple(m.shape) for n, m in maps.items()} }."
+        )
+    if H % factor or W % factor or spec.pixel_grid != "input":
+        # odd sizes: the map covers one row/column more than the image; resample by
+        # exactly the factor and crop (a kernel would stretch the map to the image).
+        # Resampling kernels define their maps on the input grid.
+        maps = {n: upsample_map(m, (H, W), factor) for n, m in maps.items()}
+    # otherwise the kernel resamples the maps itself, once (banded where it can)
+    return spec.run(x, maps, options, **inputs)
 
 
 class PKNModel(nn.Module):

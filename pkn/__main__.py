@@ -12,32 +12,15 @@ import sys
 # command words -> ("module:function", one-line description). Add a command in one line.
 COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("demo",): ("pkn.demo:main", "denoise a bundled sample headless; results go to out/"),
-    ("train",): ("pkn.training.cli:main", "train a PKN model"),
-    ("bench", "kernels"): (
-        "pkn.benchmarks.kernels:main",
-        "time every kernel against skimage NLM on a 12-megapixel image",
-    ),
-    ("ship",): ("pkn.training.card:main", "copy a trained model to resources/ with its card"),
-    ("bench", "deblur"): (
-        "pkn.benchmarks.deblur:main",
-        "non-blind deblurring on Kodak24: PKN / global / Richardson-Lucy / Wiener",
-    ),
-    ("bench", "upsample"): (
-        "pkn.benchmarks.upsample:main",
-        "upsampling x1.5/2/3 on Kodak24 and Set12: PKN / bicubic / Lanczos",
-    ),
-    ("bench", "microscopy"): (
-        "pkn.benchmarks.microscopy:main",
-        "real fluorescence noise (W2S, SRDTrans): PKN vs skimage NLM, affine-fit PSNR",
-    ),
-    ("bench", "restore"): (
-        "pkn.benchmarks.restore_speed:main",
-        "pkn.restore (network + NLM) vs skimage NLM on a 12-megapixel image",
-    ),
-    ("bench", "table1"): (
-        "pkn.benchmarks.denoise:main",
-        "the paper's Table 1 on Kodak24: global optimum / network / oracle",
-    ),
+    ("train",): ("pkn.training.cli:main", "train a PKN model (writes the model and its card)"),
+}
+
+# commands that left the installed library for the repository: word -> where they are now
+MOVED: dict[str, str] = {
+    "bench": "the benchmarks live in the repository: run 'python -m benchmarks <name>' "
+    "from its root (see docs/benchmarks.md)",
+    "ship": "releasing a model is repository tooling: run 'python scripts/ship.py' from "
+    "the repository's root",
 }
 
 
@@ -69,6 +52,9 @@ def main(argv: list[str] | None = None) -> int:
         if tuple(args[: len(words)]) == words:
             module, _, func = COMMANDS[words][0].partition(":")
             return int(getattr(importlib.import_module(module), func)(args[len(words) :]) or 0)
+    if args[0] in MOVED:
+        print(f"pkn: '{args[0]}' moved: {MOVED[args[0]]}.", file=sys.stderr)
+        return 2
     valid = ", ".join(repr(" ".join(w)) for w in COMMANDS)
     given = " ".join(args[:2]) if args[0] in {w[0] for w in COMMANDS} else args[0]
     print(f"pkn: unknown command {given!r}. Valid commands: {valid}.", file=sys.stderr)

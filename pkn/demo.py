@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         tifffile.imwrite(out / f"{stem}_{name}.tif", m, metadata={"map_scale": r.map_scale})
         _png(out / f"{stem}_{name}.png", m, float(m.min()), float(m.max()), cmap="magma")
     (out / f"{stem}_info.json").write_text(json.dumps(r.info, indent=2, default=str))
-    from .benchmarks._common import affine_metrics  # PSNR after clean ~ alpha * y + beta
+    from .metrics import affine_metrics  # PSNR after clean ~ alpha * y + beta
 
     before = affine_metrics(noisy, clean)["psnr"]
     after = affine_metrics(r.image, clean)["psnr"]

@@ -2,7 +2,7 @@
 negligible offsets (``pkn.kernels._gaussian_general._kept_offsets``).
 
 12-megapixel synthetic float32 image, half-resolution constant maps as in
-``python -m pkn bench kernels``; one torch thread; the three calls alternate, best of
+``python -m benchmarks kernels``; one torch thread; the three calls alternate, best of
 ``--repeat``. Usage: ``.venv/bin/python scripts/bench_gaussian_skip.py [s1 s2 rho]
 [--vary F]``; ``--vary F`` multiplies each map by a smooth random field in ``[1-F, 1+F]``
 (maps as a network predicts them: the window follows the largest sigma, and the bounds of
@@ -10,12 +10,16 @@ each band are looser than for constant maps).
 """
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 import torch
 
 import pkn.kernels._gaussian_general as GG
-from pkn.benchmarks._measure import synthetic_image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository's benchmarks/
+from benchmarks._measure import synthetic_image
 from pkn.kernels.gaussian import gaussian
 from pkn.kernels.nlm import nlm
 

@@ -9,10 +9,12 @@ Usage: ``.venv/bin/python scripts/oracle_iters.py`` (about 15 minutes on one cor
 
 import json
 import sys
+from pathlib import Path
 
 import torch
 
-from pkn.benchmarks.denoise import _noisy, _psnr, load_kodak
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository's benchmarks/
+from benchmarks.denoise import _noisy, _psnr, load_kodak
 from pkn.oracle import global_optimum, local_oracle
 
 

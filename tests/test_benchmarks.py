@@ -1,10 +1,17 @@
-"""Smoke tests of ``bench deblur``, ``bench upsample`` and ``bench microscopy`` on tiny
-synthetic images written to ``tmp_path``, with untrained throwaway models, and of
-``bench restore`` on a tiny image with the shipped models."""
+"""The repository's benchmarks (``python -m benchmarks <name>``, not installed).
+
+Smoke tests of ``deblur``, ``upsample``, ``microscopy`` and ``table1`` on tiny synthetic
+images written to ``tmp_path``, with untrained throwaway models; of ``restore`` on a
+tiny image with the shipped models; of ``kernels`` on a tiny image, every kernel of the
+registry; and of the data root (``--data`` / ``$PKN_DATA``).
+"""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,9 +19,25 @@ import torch
 from scipy.ndimage import gaussian_filter
 from skimage import io
 
-from pkn.benchmarks import _common, deblur, microscopy, restore_speed, upsample
+from benchmarks import _common, _measure, deblur, microscopy, restore_speed, upsample
+from benchmarks import kernels as kernels_bench
+from pkn.kernels.registry import get, names
 from pkn.models.io import save_model
 from pkn.models.pkn_model import PKNModel
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_benchmarks(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """``python -m benchmarks ARGS`` from the repository root."""
+    return subprocess.run(
+        [sys.executable, "-m", "benchmarks", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        cwd=REPO,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +88,7 @@ def test_deblur_table_and_cache(tmp_path, models, capsys):
     assert "| blur | noise | pkn | global | rl | wiener | blurred |" in out
     for row in ("| Gaussian 1.5 px | 0.01 |", "| Gaussian 1.5 px | 0.05 |", "| levin k01 | 0.05 |"):
         assert row in out
-    assert "Command: `python -m pkn bench deblur --data" in out
+    assert "Command: `python -m benchmarks deblur --data" in out
     store = json.loads(cache.read_text())
     assert len(store) == 3 * 2 * 2 * 5  # blurs x noises x images x rows
     # the untrained polyblur model is the identity (b = c = d = 0): pkn == blurred
@@ -164,10 +187,10 @@ def test_cache_merges_separate_runs(tmp_path):
 
 
 def test_table1_rows_cache_and_joint_variant(tmp_path, monkeypatch, capsys):
-    from pkn.benchmarks import denoise
+    from benchmarks import denoise
 
     imgs = [(f"im{i}", _smooth((24, 28, 3), i).astype(np.float32) / 255.0) for i in range(2)]
-    monkeypatch.setitem(denoise.DATASETS, "kodak24", lambda: imgs)
+    monkeypatch.setitem(denoise.DATASETS, "kodak24", lambda root: imgs)
     model = PKNModel("nlm", guided=True, options={"joint": True})
     joint = save_model(model, tmp_path / "j.safetensors")
     cache = tmp_path / "cache.json"
@@ -204,7 +227,9 @@ def test_restore_speed_table_for_a_kernel(kernel, capsys):
     assert rc == 0
     assert f"| pkn.restore ({kernel}), noise given |" in out
     assert "|   of which: filter only (Restorer.render) |" in out
-    assert ("Largest predicted sigma" in out) == (kernel == "anisotropic")
+    # the maps in pixels (the Gaussian kernels' window follows them) are reported
+    px = [p.name for p in get(kernel).params if p.unit == "px"]
+    assert ("Largest predicted map in pixels (" + ", ".join(px) + ")" in out) == bool(px)
     last = out.strip().splitlines()[-1]
     if kernel == "nlm":
         assert last.endswith(("pass", "FAIL"))
@@ -216,3 +241,183 @@ def test_restore_speed_rejects_a_kernel_that_does_not_denoise(capsys):
     with pytest.raises(SystemExit):
         restore_speed.main(["--kernel", "polyblur"])
     assert "invalid choice: 'polyblur'" in capsys.readouterr().err
+
+
+def test_restore_speed_offers_the_denoising_kernels_of_the_registry(capsys):
+    with pytest.raises(SystemExit):
+        restore_speed.main(["--help"])
+    help_text = capsys.readouterr().out
+    for name in names(task="denoise", network=True):
+        assert name in help_text
+
+
+# --------------------------------------------------------------------------- data root
+def test_data_root_comes_from_pkn_data(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("PKN_DATA", str(tmp_path))
+    assert _common.data_root() == tmp_path
+    _write(tmp_path / "kodak24" / "im.png", _smooth((20, 22, 3), 0))
+    argv = ["--blurs", "1", "--noises", "0.01", "--rows", "blurred"]
+    rc, out, _ = _run(deblur, argv, capsys)  # no --data: $PKN_DATA/kodak24
+    assert rc == 0 and str(tmp_path / "kodak24") in out
+    monkeypatch.delenv("PKN_DATA")
+    assert _common.data_root() == REPO.parent / "shared" / "data"  # the repository's default
+
+
+def test_deblur_levin_kernels_from_pkn_data(tmp_path, monkeypatch):
+    monkeypatch.setenv("PKN_DATA", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="--levin-file"):
+        deblur.blur_kernels([], levin=True)
+    (tmp_path / "psf").mkdir()
+    np.savez(tmp_path / "psf" / "levin09_blur_kernels.npz", k00=np.ones((3, 3), np.float32))
+    assert [label for label, _ in deblur.blur_kernels([1.0], levin=True)] == ["g1", "levin-k00"]
+
+
+# --------------------------------------------------------------------------- dispatcher
+def test_benchmarks_help_and_unknown_name():
+    from benchmarks.__main__ import BENCHMARKS, main
+
+    proc = run_benchmarks("--help", timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    for name, (target, description) in BENCHMARKS.items():
+        assert name in proc.stdout and description in proc.stdout
+        assert target.startswith("benchmarks.")
+    assert main(["nosuchbench"]) == 2
+    assert main([]) == 2
+
+
+def test_benchmarks_dispatch_passes_the_remaining_arguments(monkeypatch):
+    from benchmarks.__main__ import BENCHMARKS, main
+
+    seen = []
+    fake = type(sys)("bench_fake")
+    fake.main = lambda argv: seen.append(argv) or 7
+    monkeypatch.setitem(sys.modules, "bench_fake", fake)
+    monkeypatch.setitem(BENCHMARKS, "fake", ("bench_fake:main", "a fake"))
+    assert main(["fake", "--x", "1"]) == 7
+    assert seen == [["--x", "1"]]
+
+
+# --------------------------------------------------------------------------- kernels
+def test_kernel_benchmark_reads_the_registry():
+    """Every kernel of the registry, by its one name, in registry order; the settings are
+    the kernels' own example descriptions."""
+    assert _measure.kernel_names() == names()
+    assert _measure.names() == [*names(), _measure.SKIMAGE]
+    for name in names():
+        assert _measure.settings(name) == get(name).example_doc
+    for old in ("gaussian_aniso", "rbf_resample"):
+        with pytest.raises(ValueError, match="unknown benchmark"):
+            _measure.build(old, 16, 16)
+
+
+@pytest.mark.parametrize("name", [*names(), _measure.SKIMAGE])
+def test_build_runs_every_kernel_at_the_output_size(name):
+    run, input_bytes = _measure.build(name, 18, 22)
+    with torch.no_grad():
+        out = run()
+    assert tuple(out.shape[-2:]) == (18, 22)
+    # a resampling kernel gets a half-size input: x2 in each direction
+    resamples = name != _measure.SKIMAGE and "size" in get(name).inputs
+    assert input_bytes == 4 * (9 * 11 if resamples else 18 * 22)
+
+
+def test_bench_kernels_small_markdown():
+    args = ["--size", "64x96", "--repeat", "1", "--threads", "1", "--only", "nlm", "rbf"]
+    proc = run_benchmarks("kernels", *args, "--markdown")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout
+    assert "python -m benchmarks kernels --size 64x96" in out  # the command line on top
+    assert "date:" in out and "torch threads: 1" in out
+    header = "| kernel | seconds | MP/s (output) | peak MB over input | time vs skimage NLM |"
+    assert header in out
+    rows = {line.split("|")[1].strip(): line for line in out.splitlines() if line.startswith("| ")}
+    assert {"skimage_nlm", "nlm", "rbf"} <= set(rows)
+    assert "reference" in rows["skimage_nlm"]
+    for name in ("nlm", "rbf"):
+        cells = [c.strip() for c in rows[name].split("|")[1:-1]]
+        assert "error" not in rows[name]
+        assert float(cells[1]) >= 0 and float(cells[2]) > 0  # seconds, MP/s
+        assert cells[5].startswith(("pass", "FAIL"))  # the target was checked
+    assert f"- rbf: {get('rbf').example_doc}" in out
+
+
+def test_bench_kernels_rejects_unknown_and_old_kernel_names():
+    for bad in ("nosuchkernel", "gaussian_aniso"):
+        proc = run_benchmarks("kernels", "--only", bad, timeout=120)
+        assert proc.returncode == 2
+        assert bad in proc.stderr
+
+
+def test_synthetic_image_is_seeded_noisy_and_in_range():
+    from benchmarks._measure import synthetic_image
+
+    a, b = synthetic_image(120, 160, seed=3), synthetic_image(120, 160, seed=3)
+    assert a.dtype == "float32" and a.shape == (120, 160)
+    assert (a == b).all() and not (a == synthetic_image(120, 160, seed=4)).all()
+    assert a.std() > 0.1 and -0.3 < a.min() and a.max() < 1.3
+    assert 0.2 < float(a.mean()) < 0.8
+
+
+def test_peak_meter_sees_a_large_allocation():
+    from benchmarks._measure import PeakMeter
+
+    with PeakMeter() as meter:
+        block = np.ones(50_000_000, dtype=np.uint8)  # 50 MB, touched
+        del block
+    assert meter.increase >= 40e6, meter.method
+
+
+def test_evaluate_marks_targets():
+    evaluate, format_table = kernels_bench.evaluate, kernels_bench.format_table
+
+    def r(name, seconds, peak=0.0, mp=12.0):
+        return {
+            "name": name,
+            "ok": True,
+            "seconds": seconds,
+            "out_megapixels": mp,
+            "mp_per_s": mp / seconds,
+            "peak_bytes": peak,
+            "input_bytes": 48e6,
+        }
+
+    results = evaluate(
+        [
+            r("skimage_nlm", 10.0),
+            r("nlm", 4.0, peak=300e6),
+            r("gaussian", 1.0),
+            r("kpn", 5.0),
+            {"name": "affine", "ok": False, "error": "ImportError: nope"},
+        ]
+    )
+    target = {x["name"]: x["target"] for x in results}
+    assert target["skimage_nlm"] == "reference"
+    assert target["nlm"].startswith("pass")  # 0.4x <= 0.5x; 300 MB <= 4 * 48 + 200 MB
+    assert target["gaussian"].startswith("pass") and target["kpn"].startswith("FAIL")
+    assert "not measured" in target["affine"]
+    slow = evaluate([r("skimage_nlm", 10.0), r("nlm", 6.0, peak=500e6)])[1]["target"]
+    assert slow.startswith("FAIL") and "time" in slow and "peak" in slow
+    text = format_table(results)
+    assert "error: ImportError: nope" in text and "0.40x" in text
+
+
+def test_combine_rounds_takes_each_kernels_median_round():
+    combine_rounds = kernels_bench.combine_rounds
+
+    def r(name, seconds, ok=True):
+        return {"name": name, "ok": ok, "seconds": seconds, "round_tag": seconds}
+
+    rounds = [
+        [r("skimage_nlm", 2.5), r("nlm", 1.2), {"name": "kpn", "ok": False, "error": "x"}],
+        [r("skimage_nlm", 2.3), r("nlm", 0.9), r("kpn", 0.7)],
+        [r("skimage_nlm", 2.4), r("nlm", 1.0), {"name": "kpn", "ok": False, "error": "y"}],
+    ]
+    out = {x["name"]: x for x in combine_rounds(rounds)}
+    assert [x["name"] for x in combine_rounds(rounds)] == ["skimage_nlm", "nlm", "kpn"]
+    assert out["skimage_nlm"]["seconds"] == 2.4 and out["nlm"]["seconds"] == 1.0
+    assert out["nlm"]["seconds_rounds"] == [0.9, 1.0, 1.2]
+    assert out["kpn"]["seconds"] == 0.7  # the only round that measured it
+    two = combine_rounds([[r("nlm", 1.0)], [r("nlm", 2.0)]])[0]
+    assert two["seconds"] == 1.0  # even count: the lower middle round
+    failed = combine_rounds([[{"name": "affine", "ok": False, "error": "e"}]])[0]
+    assert failed == {"name": "affine", "ok": False, "error": "e"}

@@ -1,4 +1,5 @@
-"""Packaging: the wheel's contents, and resources/manifest lookups from a wheel install.
+"""Packaging: the wheel's contents, resources/manifest lookups from a wheel install, and
+the declared dependencies against what the code imports.
 
 The wheel is built once per module from a copy of the source tree (so the repository
 gets no ``build/`` or ``*.egg-info`` and concurrent runs cannot collide), without build
@@ -9,8 +10,10 @@ points at this environment's site-packages. Together these tests take a few seco
 
 from __future__ import annotations
 
+import ast
 import json
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -156,6 +159,15 @@ def test_wheel_contents(wheel, wheel_names):
     assert top == {"pkn", "napari_pkn", dist_info}
 
 
+def test_wheel_has_no_benchmarks_or_release_tooling(wheel_names):
+    """The installed library holds the library only: the benchmarks and the release step
+    (scripts/ship.py) stay in the repository."""
+    assert not [n for n in wheel_names if "benchmarks" in n.split("/")]
+    assert not [n for n in wheel_names if n.endswith(("/ship.py", "/bench.py"))]
+    py = [n for n in wheel_names if n.endswith(".py")]
+    assert "pkn/training/card.py" in py  # card rendering is the library's (training needs it)
+
+
 def test_wheel_has_every_package_and_resource(wheel_names):
     """Every package of the source tree and every file of resources/ is in the wheel."""
     missing = []
@@ -185,10 +197,120 @@ def test_wheel_install_finds_resources_and_manifest(wheel_venv, tmp_path):
     # the console script and python -m pkn work from the installed wheel too
     script = wheel_venv / ("Scripts/pkn.exe" if os.name == "nt" else "bin/pkn")
     assert info["version"] in _run([str(script), "--version"], cwd=tmp_path).stdout
-    assert "bench kernels" in _run([str(python), "-m", "pkn", "--help"], cwd=tmp_path).stdout
+    assert "train" in _run([str(python), "-m", "pkn", "--help"], cwd=tmp_path).stdout
 
 
 def test_editable_install_finds_resources_and_manifest(tmp_path):
     info = _check(sys.executable, tmp_path)
     assert Path(info["pkn"]).is_relative_to(REPO / "pkn")
     _assert_lookups(info)
+
+
+# --------------------------------------------------------------------------- dependencies
+#: import name -> distribution name, where they differ
+DISTRIBUTION = {"PIL": "pillow", "skimage": "scikit-image", "yaml": "pyyaml", "pywt": "pywavelets"}
+FIRST_PARTY = {"pkn", "napari_pkn", "benchmarks"}
+#: declared but never imported, and why
+RUNTIME_ONLY = {
+    "pyqt6": "the Qt binding qtpy loads",
+    "pywavelets": "skimage.restoration.estimate_sigma needs it",
+    "pytest-qt": "pytest plugin (the qtbot fixture)",
+    "ruff": "the linter scripts/test.sh runs",
+    "build": "builds the wheel in these tests",
+}
+#: which code each group of requirements serves
+USERS = {
+    "dependencies": ("pkn",),
+    "napari": ("napari_pkn",),
+    "bench": ("benchmarks",),
+    "test": ("tests",),
+}
+
+
+def _norm(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _project() -> dict:
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        tomllib = pytest.importorskip("tomli")
+    return tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+
+
+def _requirements() -> dict[str, set[str]]:
+    """Group ("dependencies" or an extra) -> its distributions (normalised names)."""
+    project = _project()
+    groups = {"dependencies": project["dependencies"], **project["optional-dependencies"]}
+    out = {}
+    for group, reqs in groups.items():
+        names = {_norm(re.match(r"[A-Za-z0-9._-]+", r).group()) for r in reqs}
+        out[group] = names - {_norm(project["name"])}
+    return out
+
+
+def _imports(folder: str) -> dict[str, set[str]]:
+    """Third-party distributions imported anywhere under ``folder`` (also inside
+    functions) -> the files importing them."""
+    found: dict[str, set[str]] = {}
+    for f in sorted((REPO / folder).rglob("*.py")):
+        for node in ast.walk(ast.parse(f.read_text(), str(f))):
+            if isinstance(node, ast.Import):
+                mods = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                mods = [node.module]
+            else:
+                continue
+            for mod in mods:
+                top = mod.split(".")[0]
+                if top in sys.stdlib_module_names or top in FIRST_PARTY or top == "__future__":
+                    continue
+                dist = _norm(DISTRIBUTION.get(top, top))
+                found.setdefault(dist, set()).add(f.relative_to(REPO).as_posix())
+    return found
+
+
+def test_every_import_is_declared():
+    """pkn imports only its dependencies; napari_pkn also the napari extra; the
+    benchmarks also the bench extra; the tests anything declared."""
+    req = _requirements()
+    core = req["dependencies"]
+    allowed = {
+        "pkn": core,
+        "napari_pkn": core | req["napari"],
+        "benchmarks": core | req["bench"],
+        "tests": core | req["napari"] | req["bench"] | req["test"],
+    }
+    missing = {
+        folder: {d: sorted(files) for d, files in _imports(folder).items() if d not in ok}
+        for folder, ok in allowed.items()
+    }
+    assert not any(missing.values()), f"imported but not declared in pyproject.toml: {missing}"
+    assert "platformdirs" in req["napari"] and "superqt" in req["napari"]
+    assert "pillow" in req["bench"]
+
+
+def test_nothing_declared_is_unused():
+    """Each group's requirements are imported by the code it serves (or are a runtime-only
+    dependency with a stated reason)."""
+    unused = {}
+    for group, folders in USERS.items():
+        imported = set().union(*(_imports(f) for f in folders))
+        extra = _requirements()[group] - imported - set(RUNTIME_ONLY)
+        if extra:
+            unused[group] = sorted(extra)
+    assert not unused, f"declared in pyproject.toml but never imported: {unused}"
+    assert set(_requirements()) == {*USERS, "dev"}, "a new extra: say which code it serves"
+
+
+def test_constraints_pin_every_declared_dependency():
+    pins = {}
+    for line in (REPO / "constraints.txt").read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if line:
+            name, _, version = line.partition("==")
+            pins[_norm(name)] = version
+    declared = set().union(*_requirements().values())
+    assert not declared - set(pins), f"not pinned in constraints.txt: {declared - set(pins)}"
+    assert pins["torch"], "constraints.txt pins the CPU torch"

@@ -10,11 +10,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from pkn.models.io import load_model
+from pkn.models.io import file_sha256, load_model
 from pkn.models.pkn_model import PKNModel
 from pkn.training import loop
 from pkn.training.cli import main as cli_main
-from pkn.training.data import ImageBank, load_folder
+from pkn.training.data import ImageBank, load_folder, training_dir
 from pkn.training.loop import TrainConfig, degrade_batch, restore_batch, train
 from pkn.training.losses import LOSSES, get_loss, ms_ssim, psnr, ssim
 
@@ -384,3 +384,100 @@ def test_noise_power_weighting_changes_training_and_the_card_says_so(data_dir, t
     assert _weighting(a["config"]) == " weighted by 1/noise variance"
     assert _weighting(b["config"]) == " weighted by 1/noise std^1"
     assert _weighting({**b["config"], "noise_weighted": False}) == ""
+
+
+# ---------------------------------------------------------------- data root and model card
+
+
+def test_training_dir_from_flag_or_environment(data_dir, tmp_path, monkeypatch):
+    monkeypatch.delenv("PKN_DATA", raising=False)
+    assert training_dir(data_dir) == data_dir
+    with pytest.raises(FileNotFoundError) as info:
+        training_dir("")
+    assert "--data" in str(info.value) and "PKN_DATA" in str(info.value)  # names both
+    monkeypatch.setenv("PKN_DATA", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        training_dir(None)
+    (tmp_path / "train").mkdir()
+    (tmp_path / "train" / "bsds500").symlink_to(data_dir)
+    assert training_dir(None) == tmp_path / "train" / "bsds500"
+    assert training_dir(data_dir) == data_dir  # the flag wins over the environment
+
+
+def test_cli_without_data_is_a_clear_error(monkeypatch, capsys):
+    monkeypatch.delenv("PKN_DATA", raising=False)
+    with pytest.raises(SystemExit) as info:
+        cli_main(["--kernel", "nlm", "--iters", "1", "--quiet"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "--data DIR" in err and "PKN_DATA" in err
+
+
+def test_cli_deblur_needs_the_levin_kernels(data_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("PKN_DATA", str(tmp_path))  # no psf/ there
+    argv = ["--kernel", "polyblur", "--data", str(data_dir), "--levin", "0.5", "--quiet"]
+    with pytest.raises(SystemExit):
+        cli_main(argv)
+    assert "Levin kernels not found" in capsys.readouterr().err
+
+
+def test_training_writes_its_model_card_next_to_the_model(data_dir, tmp_path):
+    out = tmp_path / "run"
+    cmd = f"python -m pkn train --data {data_dir} --iters 2"
+    s = train(_cfg(data_dir, out, iters=2, val_every=2, command=cmd), progress=False)
+    card = (out / "nlm.md").read_text()
+    assert card.startswith("# Model card: `nlm`")
+    assert f"SHA-256 `{file_sha256(out / 'nlm.safetensors')}`" in card
+    # the data actually used, not a fixed data set
+    assert f"`{data_dir.name}`, {N_IMAGES} images from `{data_dir}` (--data)" in card
+    assert "1 of them (every 20th in name order) held out" in card
+    assert "BSDS" not in card
+    assert "- **Training**: 2 iterations, batch 2, crop 32, Adam lr 0.002" in card
+    assert "seed 0" in card and "AWGN, sigma uniform in [0.05, 0.1]" in card
+    assert f"**{s['n_parameters']} parameters**" in card
+    assert f"```bash\n{cmd}\n```" in card  # the command line, to reproduce
+    assert s["data"]["folder"] == str(data_dir) and s["data"]["images"] == N_IMAGES
+
+
+def test_card_of_a_run_on_pkn_data_spells_out_the_root(data_dir, tmp_path, monkeypatch):
+    root = tmp_path / "data root"
+    (root / "train").mkdir(parents=True)
+    (root / "train" / "bsds500").symlink_to(data_dir)
+    monkeypatch.setenv("PKN_DATA", str(root))
+    out = tmp_path / "run"
+    cfg = _cfg("", out, kernel="gaussian", iters=1, val_every=1, command="python -m pkn train")
+    s = train(cfg, progress=False)
+    assert s["data"]["source"] == "$PKN_DATA/train/bsds500"
+    card = (out / "gaussian.md").read_text()
+    assert f"`bsds500`, {N_IMAGES} images from `{root}/train/bsds500`" in card
+    assert f"PKN_DATA='{root}' python -m pkn train" in card  # quoted: the path has a space
+
+
+def test_ship_script_copies_the_model_and_renders_the_card(data_dir, tmp_path, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(
+        "ship", Path(__file__).resolve().parents[1] / "scripts" / "ship.py"
+    )
+    ship = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ship)
+    out = tmp_path / "run"
+    train(_cfg(data_dir, out, iters=1, val_every=1, command="python -m pkn train"), progress=False)
+    resources = tmp_path / "resources"
+    resources.mkdir()
+    metrics = tmp_path / "metrics.md"
+    metrics.write_text("| set | PSNR |\n|---|---|\n| val | 30.00 |\n")
+    argv = [str(out / "nlm.safetensors"), "--name", "nlm-test", "--resources", str(resources)]
+    assert ship.main([*argv, "--metrics", str(metrics)]) == 0
+    shipped = resources / "nlm-test.safetensors"
+    assert shipped.read_bytes() == (out / "nlm.safetensors").read_bytes()
+    card = (resources / "nlm-test.md").read_text()
+    assert card.startswith("# Model card: `nlm-test`")
+    assert f"SHA-256 `{file_sha256(shipped)}`" in card
+    assert "python scripts/ship.py " in card and "--name nlm-test" in card
+    assert "## Validation metrics" in card and "| val | 30.00 |" in card
+    # the training card and the shipped one describe the same run
+    trained = (out / "nlm.md").read_text()
+    assert trained.split("- **Training data**")[1].split("\n")[0] in card
+    assert file_sha256(shipped) in capsys.readouterr().out

@@ -1,24 +1,44 @@
-"""``python -m pkn ship``: copy a trained model into ``resources/`` and write its model card."""
+"""Model cards: a Markdown description of a trained model, written next to it.
+
+:func:`pkn.training.loop.train` writes ``RUN/KERNEL.md`` next to ``RUN/KERNEL.safetensors``;
+the release script (``scripts/ship.py`` in the repository) renders the card again under
+the shipped name when it copies a model into ``resources/``. Everything on the card comes
+from the model file itself (its training record and its hash).
+"""
 
 from __future__ import annotations
 
-import argparse
-import json
-import shutil
+from collections.abc import Sequence
 from pathlib import Path
 
 from ..models.io import file_sha256, load_model
 from ..models.procedural import get_spec
 
-__all__ = ["main", "write_card"]
+__all__ = ["render_card", "write_card"]
 
 
-def _resources() -> Path:
-    return Path(__file__).resolve().parents[2] / "resources"
+def render_card(
+    model_file: str | Path,
+    name: str | None = None,
+    metrics_md: str = "",
+    *,
+    extra_commands: Sequence[str] = (),
+) -> str:
+    """The model card of ``model_file`` in Markdown.
 
-
-def write_card(model_file: Path, name: str, metrics_md: str = "", source: str = "runs/...") -> Path:
-    """Write ``resources/NAME.md`` for the shipped ``model_file``; returns its path."""
+    Parameters
+    ----------
+    model_file : str or Path
+        A ``.safetensors`` model written by :func:`pkn.training.loop.train`.
+    name : str, optional
+        The model's name on the card (default: the file's stem).
+    metrics_md : str
+        Extra Markdown (validation tables), appended under "Validation metrics".
+    extra_commands : sequence of str
+        Commands that follow the training command in "Reproduce" (e.g. the release step).
+    """
+    model_file = Path(model_file)
+    name = name or model_file.stem
     model, info = load_model(model_file)
     train = info["info"].get("training", {})
     cfg = train.get("config", {})
@@ -34,7 +54,7 @@ def write_card(model_file: Path, name: str, metrics_md: str = "", source: str = 
     elif task == "deblur":
         deg = (
             f"Gaussian blur sigma in {cfg.get('blur')} px (Levin kernels with probability "
-            f"{cfg.get('levin')}), then AWGN sigma in {cfg.get('sigma')}"
+            f"{cfg.get('levin')}{_levin_source(train)}), then AWGN sigma in {cfg.get('sigma')}"
         )
     else:
         deg = f"downscaling by {cfg.get('scales')} (antialiased), AWGN sigma {cfg.get('sigma')}"
@@ -46,33 +66,28 @@ def write_card(model_file: Path, name: str, metrics_md: str = "", source: str = 
         "",
         f"- **Kernel**: `{model.kernel}` — {spec.description}",
         f"- **Task**: {task}",
-        *(
-            [f"- **Kernel options**: {_options_text(model.options)}"]
-            if model.options
-            else []
-        ),
+        *([f"- **Kernel options**: {_options_text(model.options)}"] if model.options else []),
         "- **Parameter maps**: "
-        + ", ".join(f"`{p}` ({spec.ranges.get(p, '')})" for p in spec.params)
+        + ", ".join(f"`{p.name}` ({p.doc})" if p.doc else f"`{p.name}`" for p in spec.params)
         + ", predicted at half resolution",
         f"- **Network**: PKNet widths {list(model.net.widths)}, {guided}"
         f"**{info['n_parameters']} parameters**",
         f"- **File**: `{name}.safetensors`, {size_kb:.1f} kB, safetensors (no pickle), "
         f"SHA-256 `{file_sha256(model_file)}`",
-        "- **Training data**: BSDS500 (400 images, `../shared/data/train/bsds500`), every 20th "
-        "image held out for validation; random crops with flips/rotations. Never Kodak24.",
+        f"- **Training data**: {_data_text(train)}",
         f"- **Degradation**: {deg}",
         f"- **Training**: {cfg.get('iters')} iterations, batch {cfg.get('batch')}, crop "
         f"{cfg.get('crop')}, Adam lr {cfg.get('lr')} (cosine), loss {cfg.get('loss')}"
         f"{_weighting(cfg)}, seed "
         f"{cfg.get('seed')}; {train.get('seconds', 0) / 60:.1f} min on this machine's CPU",
-        f"- **Validation PSNR** (BSDS held-out crops): {train.get('val_psnr', float('nan')):.2f} dB"
+        f"- **Validation PSNR** (held-out crops): {train.get('val_psnr', float('nan')):.2f} dB"
         + (f" (first check {hist[0]['psnr']:.2f} dB at step {hist[0]['step']})" if hist else ""),
         "",
         "## Reproduce",
         "",
         "```bash",
-        cfg.get("command") or "(command not recorded)",
-        f"python -m pkn ship {source} --name {name}",
+        _command(cfg, train),
+        *extra_commands,
         "```",
         "",
         "Training is seeded and deterministic on one machine; across machines and torch "
@@ -81,29 +96,53 @@ def write_card(model_file: Path, name: str, metrics_md: str = "", source: str = 
     ]
     if metrics_md:
         lines += ["", "## Validation metrics", "", metrics_md.strip()]
-    out = _resources() / f"{name}.md"
-    out.write_text("\n".join(lines) + "\n")
+    return "\n".join(lines) + "\n"
+
+
+def write_card(
+    model_file: str | Path,
+    out: str | Path | None = None,
+    name: str | None = None,
+    metrics_md: str = "",
+    *,
+    extra_commands: Sequence[str] = (),
+) -> Path:
+    """Write the card of ``model_file`` to ``out`` (default: next to it, ``MODEL.md``);
+    returns its path. See :func:`render_card` for the other parameters."""
+    model_file = Path(model_file)
+    out = Path(out) if out else model_file.with_suffix(".md")
+    out.write_text(render_card(model_file, name, metrics_md, extra_commands=extra_commands))
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m pkn ship",
-        description="Copy RUN/KERNEL.safetensors to resources/NAME.safetensors and write "
-        "resources/NAME.md (the model card).",
+def _data_text(train: dict) -> str:
+    """Where the training images came from, as recorded by the training run."""
+    data = train.get("data")
+    if not data:  # models trained before the run recorded its data
+        given = train.get("config", {}).get("data")
+        where = f"`{given}`" if given else "not recorded (the default folder of that version)"
+        return f"{where}; every 20th image held out for validation."
+    text = (
+        f"`{data['dataset']}`, {data['images']} images from `{data['folder']}` "
+        f"({data['source']}); {data['val']} of them (every {data['val_every']}th in name "
+        f"order) held out for validation, the other {data['train']} used as random crops "
+        "with flips and rotations."
     )
-    p.add_argument("model", help="trained .safetensors file")
-    p.add_argument("--name", required=True, help="shipped model name (e.g. nlm)")
-    p.add_argument("--metrics", default=None, help="Markdown file with extra validation tables")
-    a = p.parse_args(argv)
-    src = Path(a.model)
-    dst = _resources() / f"{a.name}.safetensors"
-    shutil.copyfile(src, dst)
-    md = Path(a.metrics).read_text() if a.metrics else ""
-    card = write_card(dst, a.name, md, source=a.model)
-    print(f"shipped {dst} ({dst.stat().st_size / 1024:.1f} kB) with card {card}")
-    print(json.dumps({"sha256": file_sha256(dst)}))
-    return 0
+    if "kodak" in str(data["folder"]).lower():
+        text += " **Note: Kodak24 is the benchmarks' test set.**"
+    return text
+
+
+def _levin_source(train: dict) -> str:
+    path = train.get("levin_file")
+    return f" from `{path}`" if path else ""
+
+
+def _command(cfg: dict, train: dict) -> str:
+    """The training command; a data root taken from the environment is spelled out."""
+    cmd = cfg.get("command") or "(command not recorded)"
+    env = train.get("data", {}).get("env")
+    return f"{env} {cmd}" if env and cfg.get("command") else cmd
 
 
 def _weighting(cfg: dict) -> str:
@@ -122,4 +161,3 @@ def _options_text(options: dict) -> str:
     return "; ".join(
         words[k] if k in words and v is True else f"`{k}={v!r}`" for k, v in options.items()
     )
-

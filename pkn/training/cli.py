@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 
+from ..models.procedural import get_spec, network_kernels
+from .data import DATA_ENV, TRAIN_SUBDIR, training_dir
+from .degrade import LEVIN_FILE, levin_path
 from .loop import TrainConfig, train
 
 __all__ = ["main"]
@@ -24,24 +27,25 @@ def _floats(text: str) -> tuple[float, ...]:
 
 
 def parser() -> argparse.ArgumentParser:
-    from ..models.procedural import KERNELS
-
     d = TrainConfig()
     p = argparse.ArgumentParser(
         prog="python -m pkn train",
         description="Train a Procedural Kernel Network on clean images with synthetic "
-        "degradations. Never train on Kodak24: it is the validation set.",
+        "degradations. Never train on Kodak24: it is the benchmarks' test set. Writes "
+        "OUT/KERNEL.safetensors and its model card OUT/KERNEL.md.",
     )
     p.add_argument(
         "--kernel",
         default=d.kernel,
-        choices=sorted(KERNELS),
+        choices=network_kernels(),
     )
     p.add_argument("--out", default=None, help="run folder (default runs/KERNEL)")
     p.add_argument(
         "--data",
         default="",
-        help="folder of clean training images (default ../shared/data/train/bsds500)",
+        metavar="DIR",
+        help=f"folder of clean training images (default: ${DATA_ENV}/{TRAIN_SUBDIR}, "
+        f"where the environment variable {DATA_ENV} names the data root)",
     )
     p.add_argument("--iters", type=int, default=d.iters)
     p.add_argument("--batch", type=int, default=d.batch)
@@ -64,6 +68,12 @@ def parser() -> argparse.ArgumentParser:
         type=float,
         default=d.levin,
         help="probability of a Levin camera-shake kernel instead of a Gaussian",
+    )
+    p.add_argument(
+        "--levin-file",
+        default="",
+        metavar="FILE",
+        help=f"the Levin kernels (.npz; default: ${DATA_ENV}/{LEVIN_FILE})",
     )
     p.add_argument("--scales", type=_floats, default=d.scales, help="upsampling factors")
     p.add_argument("--widths", type=lambda s: tuple(int(v) for v in s.split(",")), default=d.widths)
@@ -109,12 +119,20 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    p = parser()
+    args = p.parse_args(argv)
+    try:  # missing data: a clear message now, not a traceback after the model is built
+        training_dir(args.data)
+        if args.levin > 0 and get_spec(args.kernel).task == "deblur":
+            levin_path(args.levin_file)
+    except FileNotFoundError as e:
+        p.error(str(e))
     kw = vars(args).copy()
     quiet = kw.pop("quiet")
     kw["pg_a"], kw["pg_b"] = kw.pop("pg_a"), kw.pop("pg_b")
     kw["val_every"] = kw.pop("val_every")
     kw["p_gray"] = kw.pop("p_gray")
+    kw["levin_file"] = kw.pop("levin_file")
     kw["val_crop"] = kw.pop("val_crop")
     kw["out"] = kw["out"] or f"runs/{args.kernel}"
     import shlex
@@ -128,7 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     summary = train(cfg, progress=not quiet)
     print(
         f"validation PSNR {summary['val_psnr']:.2f} dB, {summary['n_parameters']} parameters, "
-        f"model written to {cfg.out}/{cfg.kernel}.safetensors"
+        f"model written to {cfg.out}/{cfg.kernel}.safetensors, its card to "
+        f"{cfg.out}/{cfg.kernel}.md"
     )
     return 0
 

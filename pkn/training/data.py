@@ -1,20 +1,74 @@
-"""Training images: loading, the validation split, and random augmented crops."""
+"""Training images: where they are, loading, the validation split, and augmented crops.
+
+The data never lives in the package. The training images are the folder given with
+``--data DIR`` (:attr:`TrainConfig.data <pkn.training.loop.TrainConfig>`) or, without it,
+``$PKN_DATA/train/bsds500``: the environment variable :data:`DATA_ENV` names the data
+root (the project keeps it in ``../shared/data`` next to the repository).
+"""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 import torch
 
-__all__ = ["ImageBank", "default_data_dir", "load_folder"]
+__all__ = [
+    "DATA_ENV",
+    "IMAGE_SUFFIXES",
+    "TRAIN_SUBDIR",
+    "ImageBank",
+    "data_root",
+    "image_files",
+    "load_folder",
+    "training_dir",
+]
 
-_EXTS = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
+#: Environment variable naming the data root (training images, PSFs, test sets).
+DATA_ENV = "PKN_DATA"
+#: The training images under the data root.
+TRAIN_SUBDIR = "train/bsds500"
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"})
 
 
-def default_data_dir() -> Path:
-    """``../shared/data/train/bsds500`` next to the repository (where the project keeps it)."""
-    return Path(__file__).resolve().parents[2].parent / "shared" / "data" / "train" / "bsds500"
+def data_root() -> Path | None:
+    """The data root named by ``$PKN_DATA``, or None when the variable is unset or empty."""
+    env = os.environ.get(DATA_ENV, "").strip()
+    return Path(env).expanduser() if env else None
+
+
+def training_dir(data: str | Path | None = None) -> Path:
+    """The folder of clean training images: ``data`` if given, else
+    ``$PKN_DATA/train/bsds500``.
+
+    Raises
+    ------
+    FileNotFoundError
+        When neither is given (the message names both), or the folder does not exist.
+    """
+    if data:
+        folder = Path(data).expanduser()
+    elif (root := data_root()) is not None:
+        folder = root / TRAIN_SUBDIR
+    else:
+        raise FileNotFoundError(
+            "no training data: pass --data DIR (a folder of clean images) or set the "
+            f"environment variable {DATA_ENV} to the data root (images in "
+            f"${DATA_ENV}/{TRAIN_SUBDIR}; the project keeps it in ../shared/data)."
+        )
+    if not folder.is_dir():
+        how = "--data" if data else f"${DATA_ENV}/{TRAIN_SUBDIR}"
+        raise FileNotFoundError(
+            f"training folder {folder} ({how}) does not exist; pass --data DIR with images "
+            f"or set {DATA_ENV} to the data root."
+        )
+    return folder
+
+
+def image_files(folder: str | Path) -> list[Path]:
+    """The image files of ``folder`` (suffixes :data:`IMAGE_SUFFIXES`), sorted by name."""
+    return sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
 
 
 def load_folder(folder: str | Path) -> list[np.ndarray]:
@@ -25,11 +79,11 @@ def load_folder(folder: str | Path) -> list[np.ndarray]:
     if not folder.is_dir():
         raise FileNotFoundError(
             f"training folder {folder} does not exist; pass --data DIR with images "
-            "(the project uses ../shared/data/train/bsds500)."
+            f"or set {DATA_ENV} to the data root."
         )
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in _EXTS)
+    files = image_files(folder)
     if not files:
-        raise FileNotFoundError(f"no images ({', '.join(sorted(_EXTS))}) in {folder}.")
+        raise FileNotFoundError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {folder}.")
     out = []
     for f in files:
         a = io.imread(f)
@@ -51,6 +105,7 @@ class ImageBank:
     """
 
     def __init__(self, images: list[np.ndarray], val_every: int = 20):
+        self.val_every = val_every
         self.val = [im for i, im in enumerate(images) if i % val_every == val_every - 1]
         self.train = [im for i, im in enumerate(images) if i % val_every != val_every - 1]
         if not self.train or not self.val:

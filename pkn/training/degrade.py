@@ -8,7 +8,9 @@ map, blur, scale) and the clean target. Noise is never clipped (as in the paper)
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -21,9 +23,11 @@ __all__ = [
     "add_awgn",
     "add_poisson_gaussian",
     "blur_and_noise",
+    "convolve",
     "downscale",
     "gaussian_psf",
     "levin_kernels",
+    "levin_path",
 ]
 
 
@@ -89,26 +93,43 @@ def gaussian_psf(sigma_y: float, sigma_x: float | None = None, rho: float = 0.0)
     return (k / k.sum()).float()
 
 
-def levin_kernels(path=None) -> list[torch.Tensor]:
-    """The 8 Levin et al. (2009) camera-shake kernels from ``psf/levin09_blur_kernels.npz``."""
-    from pathlib import Path
+LEVIN_FILE = "psf/levin09_blur_kernels.npz"  # under the data root ($PKN_DATA)
 
-    path = (
-        Path(path)
-        if path
-        else Path(__file__).resolve().parents[3]
-        / "shared"
-        / "data"
-        / ("psf/levin09_blur_kernels.npz")
-    )
+
+def levin_path(path: str | os.PathLike | None = None) -> Path:
+    """The Levin kernels' file: ``path``, else ``$PKN_DATA/psf/levin09_blur_kernels.npz``.
+
+    Raises
+    ------
+    FileNotFoundError
+        When neither is given (the message names both) or the file does not exist.
+    """
+    from .data import DATA_ENV, data_root
+
+    if path:
+        path = Path(path).expanduser()
+    elif (root := data_root()) is not None:
+        path = root / LEVIN_FILE
+    else:
+        raise FileNotFoundError(
+            f"no Levin kernels: pass --levin-file FILE or set {DATA_ENV} to the data root "
+            f"(kernels in ${DATA_ENV}/{LEVIN_FILE})."
+        )
     if not path.is_file():
         raise FileNotFoundError(f"Levin kernels not found at {path}.")
-    z = np.load(path)
+    return path
+
+
+def levin_kernels(path: str | os.PathLike | None = None) -> list[torch.Tensor]:
+    """The 8 Levin et al. (2009) camera-shake kernels from an ``.npz`` file (see
+    :func:`levin_path` for where it is looked for), each normalised to sum 1."""
+    z = np.load(levin_path(path))
     return [torch.from_numpy(z[k].astype(np.float32) / z[k].sum()) for k in sorted(z.files)]
 
 
-def _convolve(x: torch.Tensor, psf: torch.Tensor) -> torch.Tensor:
-    """True convolution with mirrored borders, same size."""
+def convolve(x: torch.Tensor, psf: torch.Tensor) -> torch.Tensor:
+    """True convolution of ``(B, C, H, W)`` with a ``(kh, kw)`` PSF, mirrored borders, same
+    size (the PSF's centre is ``(kh // 2, kw // 2)``)."""
     kh, kw = psf.shape
     xp = F.pad(x, (kw // 2, (kw - 1) // 2, kh // 2, (kh - 1) // 2), mode="reflect")
     return F.conv2d(xp, psf.flip(0, 1)[None, None].to(x))
@@ -131,7 +152,7 @@ def blur_and_noise(
             psf = psfs[rng.integers(len(psfs))]
         else:
             psf = gaussian_psf(float(rng.uniform(*sigma_blur)))
-        outs.append(_convolve(clean[i : i + 1], psf))
+        outs.append(convolve(clean[i : i + 1], psf))
         opts.append({"blur": psf})
     d = add_awgn(torch.cat(outs), rng, noise)
     return Degraded(d.x, d.noise_std, clean, opts)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import shlex
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +16,8 @@ import torch
 from ..models.io import save_model
 from ..models.pkn_model import PKNModel
 from . import degrade
-from .data import ImageBank, default_data_dir, load_folder
+from .card import write_card
+from .data import DATA_ENV, TRAIN_SUBDIR, ImageBank, data_root, load_folder, training_dir
 from .losses import get_loss, psnr
 
 __all__ = ["TrainConfig", "degrade_batch", "restore_batch", "train"]
@@ -27,7 +29,7 @@ class TrainConfig:
 
     kernel: str = "nlm"
     out: str = "runs/nlm"
-    data: str = ""
+    data: str = ""  # folder of clean training images ("": $PKN_DATA/train/bsds500)
     iters: int = 6000
     batch: int = 16
     crop: int = 96
@@ -40,6 +42,7 @@ class TrainConfig:
     pg_b: tuple[float, float] = (1e-5, 4e-3)
     blur: tuple[float, float] = (1.0, 2.5)
     levin: float = 0.0  # probability of a Levin kernel instead of a Gaussian blur
+    levin_file: str = ""  # Levin kernels .npz ("": $PKN_DATA/psf/levin09_blur_kernels.npz)
     scales: tuple[float, ...] = (1.5, 2.0, 3.0)
     widths: tuple[int, int, int] = (12, 16, 24)
     noise_weighted: bool = True  # divide each sample's loss by its noise level (l2: variance)
@@ -87,7 +90,7 @@ def degrade_batch(cfg: TrainConfig, clean: torch.Tensor, rng: np.random.Generato
     if task == "denoise":
         return _one_channel(_noisy(cfg, clean, rng), rng, cfg.p_gray)
     if task == "deblur":
-        psfs = degrade.levin_kernels() if cfg.levin > 0 else None
+        psfs = degrade.levin_kernels(cfg.levin_file or None) if cfg.levin > 0 else None
         return degrade.blur_and_noise(clean, rng, cfg.blur, cfg.sigma, psfs, cfg.levin)
     if task == "upsample":
         s = float(cfg.scales[rng.integers(len(cfg.scales))])
@@ -150,6 +153,12 @@ def evaluate(model: PKNModel, batches) -> float:
 def train(cfg: TrainConfig, *, progress: bool = True) -> dict:
     """Train a PKN model; returns a summary (also written next to the model).
 
+    Writes ``OUT/KERNEL.safetensors`` (the model, with the summary in its metadata),
+    ``OUT/KERNEL.md`` (its model card: data, settings, command line, SHA-256),
+    ``OUT/summary.json`` and ``OUT/checkpoint.pt`` (for ``resume``). The training images
+    are ``cfg.data``, else ``$PKN_DATA/train/bsds500`` (see
+    :func:`pkn.training.data.training_dir`).
+
     Process-wide torch settings changed for the run (threads, deterministic algorithms)
     are restored afterwards.
     """
@@ -173,7 +182,12 @@ def _train(cfg: TrainConfig, progress: bool) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     model = PKNModel(cfg.kernel, cfg.widths, cfg.options, guided=cfg.guided)
     task = model.spec.task
-    bank = ImageBank(load_folder(cfg.data or default_data_dir()))
+    folder = training_dir(cfg.data)
+    bank = ImageBank(load_folder(folder))
+    data = _data_record(cfg, folder, bank)
+    levin_file = None
+    if task == "deblur" and cfg.levin > 0:
+        levin_file = str(degrade.levin_path(cfg.levin_file))  # missing: fails now, not later
     val = _validation_set(cfg, bank, task)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -247,7 +261,31 @@ def _train(cfg: TrainConfig, progress: bool) -> dict:
         "history": history,
         "n_parameters": sum(p.numel() for p in model.parameters()),
         "seconds": time.time() - t0,
+        "data": data,
+        **({"levin_file": levin_file} if levin_file else {}),
     }
-    save_model(model, out / f"{cfg.kernel}.safetensors", {"training": summary})
+    model_file = out / f"{cfg.kernel}.safetensors"
+    save_model(model, model_file, {"training": summary})
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    write_card(model_file)
     return summary
+
+
+def _data_record(cfg: TrainConfig, folder: Path, bank: ImageBank) -> dict:
+    """What the run trained on, for the summary and the model card."""
+    n_val, n_train = len(bank.val), len(bank.train)
+    record = {
+        "folder": str(folder),
+        "resolved": str(folder.resolve()),
+        "dataset": folder.name,
+        "images": n_train + n_val,
+        "train": n_train,
+        "val": n_val,
+        "val_every": bank.val_every,
+    }
+    if cfg.data:
+        record["source"] = "--data"
+    else:
+        record["source"] = f"${DATA_ENV}/{TRAIN_SUBDIR}"
+        record["env"] = f"{DATA_ENV}={shlex.quote(str(data_root()))}"
+    return record

@@ -1,6 +1,6 @@
-"""``python -m pkn bench microscopy``: real fluorescence noise (W2S, SRDTrans).
+"""``python -m benchmarks microscopy``: real fluorescence noise (W2S, SRDTrans).
 
-Data (``--data``, default ``../shared/data/microscopy``): ``w2s/{noisy,clean}`` (40
+Data (``--data``, default ``$PKN_DATA/microscopy``): ``w2s/{noisy,clean}`` (40
 widefield fields of view, 512x512 uint8 TIFF; the noisy ``input_avg1_NNN_0.tif`` is paired
 with the clean ``target_avg400_NNN_0.tif`` by its number) and ``srdtrans/{noisy,clean}``
 (10 pairs, 490x490 uint8 PNG, paired by file name). Images are read as float in [0, 1]
@@ -34,11 +34,11 @@ from pathlib import Path
 import numpy as np
 
 from ._common import (
-    DATA_ROOT,
     Cache,
     ModelUnavailable,
     affine_metrics,
     command_line,
+    data_root,
     fmt_cell,
     image_files,
     markdown_table,
@@ -47,12 +47,13 @@ from ._common import (
     require_model,
     run_grid,
     set_threads,
+    task_kernels,
     timed,
 )
 
 __all__ = ["ROWS", "SETS", "load_pairs", "main", "run", "skimage_nlm"]
 
-PROG = "python -m pkn bench microscopy"
+PROG = "python -m benchmarks microscopy"
 SETS = ("w2s", "srdtrans")
 ROWS = ("noisy", "skimage", "pkn")
 
@@ -130,6 +131,7 @@ def run(
     *,
     data=None,
     n_images: int | None = None,
+    kernel=None,
     model=None,
     cache=None,
     threads: int = 0,
@@ -145,17 +147,18 @@ def run(
     Raises
     ------
     ModelUnavailable
-        When ``pkn`` is among the rows and the NLM model cannot be loaded.
+        When ``pkn`` is among the rows and the model cannot be loaded.
     """
-    from .. import restore
+    from pkn import restore
 
     set_threads(threads)
-    root = Path(data) if data else DATA_ROOT / "microscopy"
-    model = model or "nlm"
+    root = Path(data) if data else data_root() / "microscopy"
+    kernel = kernel or task_kernels("denoise")[0]
+    model = model or kernel
     notes: dict = {"data": str(root), "n_images": {}, "noise": {}}
     tags = {}
     if "pkn" in rows:
-        info = require_model(model, "nlm")
+        info = require_model(model, kernel)
         tags["pkn"] = f"@{info['sha256'][:12]}"
         notes["model"] = f"{info['name']} (sha256 {info['sha256'][:12]})"
         restore(np.random.default_rng(0).random((32, 32), np.float32), model=model)  # warm-up
@@ -227,10 +230,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rows", default=",".join(ROWS), help="methods (default: %(default)s)")
     p.add_argument("--sets", default=",".join(SETS), help="subfolders of --data")
     p.add_argument(
-        "--data", default=None, help=f"folder holding the sets (default: {DATA_ROOT}/microscopy)"
+        "--data", default=None, help="folder holding the sets (default: $PKN_DATA/microscopy)"
     )
     p.add_argument("--images", type=int, default=None, help="first N pairs of each set")
-    p.add_argument("--model", default=None, help="nlm model name or .safetensors path")
+    p.add_argument(
+        "--kernel",
+        default=None,
+        choices=task_kernels("denoise"),
+        help="denoising kernel of the 'pkn' row (default: the first, %(choices)s)",
+    )
+    p.add_argument("--model", default=None, help="model name or .safetensors (default: kernel)")
     p.add_argument("--cache", default=None, help="JSON file caching per-image results")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     a = p.parse_args(argv)
@@ -241,6 +250,7 @@ def main(argv: list[str] | None = None) -> int:
             [s.strip() for s in a.sets.split(",") if s.strip()],
             data=a.data,
             n_images=a.images,
+            kernel=a.kernel,
             model=a.model,
             cache=a.cache,
             threads=a.threads,

@@ -1,12 +1,12 @@
-"""``python -m pkn bench table1`` / ``bench denoise``: the paper's Table 1 protocol on Kodak24.
+"""``python -m benchmarks table1``: the paper's Table 1 protocol on Kodak24.
 
-Kodak24 (``../shared/data/kodak24``), AWGN of std ``sigma`` added i.i.d. per channel
-(seeded, unclipped), each channel filtered by the kernel (NLM 3x3 patch / 5x5 search for
-Table 1). Rows: per-image global optimum (one parameter set per image, knows the clean
-image), the network (knows only the noise sigma), and the local oracle (half-resolution
-maps optimised against the clean image). PSNR over the whole RGB image, averaged over
-images; seconds per image. Per-image results are cached in a JSON file so that rows can
-be computed in separate runs.
+Kodak24 (``--data`` or ``$PKN_DATA``, subfolder ``kodak24``), AWGN of std ``sigma`` added
+i.i.d. per channel (seeded, unclipped), each channel filtered by the kernel (NLM 3x3
+patch / 5x5 search for Table 1). Rows: per-image global optimum (one parameter set per
+image, knows the clean image), the network (knows only the noise sigma), and the local
+oracle (half-resolution maps optimised against the clean image). PSNR over the whole RGB
+image, averaged over images; seconds per image. Per-image results are cached in a JSON
+file so that rows can be computed in separate runs.
 """
 
 from __future__ import annotations
@@ -19,8 +19,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ._common import data_root, task_kernels
+
 __all__ = ["main", "run"]
 
+#: The kernel of the paper's Table 1; its column is shown for every kernel that runs the
+#: same filter function (NLM with 3x3 patches, 5x5 search).
+PAPER_KERNEL = "nlm"
 PAPER = {  # Wronski 2021, Table 1 (Kodak originals): global / network / oracle
     0.025: (35.93, 36.25, 36.68),
     0.05: (31.84, 32.28, 32.87),
@@ -29,14 +34,12 @@ PAPER = {  # Wronski 2021, Table 1 (Kodak originals): global / network / oracle
 }
 
 
-def kodak_dir() -> Path:
-    return Path(__file__).resolve().parents[3] / "shared" / "data" / "kodak24"
-
-
-def load_kodak(folder: Path | None = None, n: int | None = None) -> list[tuple[str, np.ndarray]]:
+def load_kodak(root: Path | None = None, n: int | None = None) -> list[tuple[str, np.ndarray]]:
+    """The Kodak24 images (``ROOT/kodak24/*.png``, default root: ``$PKN_DATA``), RGB in
+    [0, 1]."""
     from skimage import io
 
-    folder = folder or kodak_dir()
+    folder = Path(root or data_root()) / "kodak24"
     files = sorted(folder.glob("*.png"))
     if not files:
         raise FileNotFoundError(f"no Kodak24 PNGs in {folder}.")
@@ -44,13 +47,14 @@ def load_kodak(folder: Path | None = None, n: int | None = None) -> list[tuple[s
     return [(f.stem, io.imread(f)[..., :3].astype(np.float32) / 255.0) for f in files]
 
 
-def load_bsds_validation() -> list[tuple[str, np.ndarray]]:
-    """The held-out validation split of the training data (every 20th BSDS500 image), RGB
-    in [0, 1]: for choosing between models without looking at Kodak24."""
-    from ..training.data import _EXTS, ImageBank, default_data_dir, load_folder
+def load_bsds_validation(root: Path | None = None) -> list[tuple[str, np.ndarray]]:
+    """The held-out validation split of the training data (every 20th image of
+    ``ROOT/train/bsds500``, default root: ``$PKN_DATA``), RGB in [0, 1]: for choosing
+    between models without looking at Kodak24."""
+    from pkn.training.data import TRAIN_SUBDIR, ImageBank, image_files, load_folder
 
-    folder = default_data_dir()
-    names = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in _EXTS)
+    folder = Path(root or data_root()) / TRAIN_SUBDIR
+    names = [p.name for p in image_files(folder)]
     bank = ImageBank(load_folder(folder))
     val_names = [n for i, n in enumerate(names) if i % 20 == 19]
     if len(val_names) != len(bank.val):
@@ -85,6 +89,7 @@ def run(
     threads=0,
     options=None,
     dataset="kodak24",
+    data=None,
     log=print,
 ) -> dict:
     """Compute the table; returns ``{sigma: {row: {"psnr": mean, "seconds": mean}}}``.
@@ -94,14 +99,14 @@ def run(
     variant (``nlm+joint|global|0.1|kodim01``), network keys also the model's name and
     file hash (a retrained model is measured afresh).
     """
-    from ..models.io import list_models, load_model
-    from ..oracle import global_optimum, local_oracle
+    from pkn.models.io import list_models, load_model
+    from pkn.oracle import global_optimum, local_oracle
 
     if threads:
         torch.set_num_threads(threads)
     if dataset not in DATASETS:
         raise ValueError(f"dataset must be one of {sorted(DATASETS)}, got {dataset!r}.")
-    images = DATASETS[dataset]()
+    images = DATASETS[dataset](Path(data) if data else data_root())
     images = images[:n_images] if n_images else images
     cache_path = Path(cache) if cache else None
     store = json.loads(cache_path.read_text()) if cache_path and cache_path.is_file() else {}
@@ -165,7 +170,9 @@ def run(
 
 def markdown(table: dict, rows, kernel: str, command: str, *, paper: bool = True) -> str:
     """The table in Markdown; ``paper`` adds the paper's Table 1 column (NLM on Kodak24)."""
-    paper = paper and kernel in ("nlm", "nlm-sigma")
+    from pkn.kernels.registry import get
+
+    paper = paper and get(kernel).function is get(PAPER_KERNEL).function
     lines = [
         f"Command: `{command}`",
         "",
@@ -181,9 +188,9 @@ def markdown(table: dict, rows, kernel: str, command: str, *, paper: bool = True
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
-        prog="python -m pkn bench table1", description=__doc__.split("\n\n")[0]
+        prog="python -m benchmarks table1", description=__doc__.split("\n\n")[0]
     )
-    p.add_argument("--kernel", default="nlm")
+    p.add_argument("--kernel", default="nlm", choices=task_kernels("denoise"))
     p.add_argument("--model", default=None, help="model name or .safetensors (default: kernel)")
     p.add_argument("--sigmas", default="0.025,0.05,0.1,0.2")
     p.add_argument("--rows", default="global,network,oracle")
@@ -195,6 +202,13 @@ def main(argv: list[str] | None = None) -> int:
         help="kodak24 (the paper's protocol) or bsds-val (the training data's held-out "
         "split, for choosing between models)",
     )
+    p.add_argument(
+        "--data",
+        default=None,
+        metavar="DIR",
+        help="data root holding kodak24/ and train/bsds500/ (default: $PKN_DATA, else "
+        "../shared/data next to the repository)",
+    )
     p.add_argument("--oracle-iters", type=int, default=100)
     p.add_argument("--cache", default=None, help="JSON file caching per-image results")
     p.add_argument("--threads", type=int, default=0)
@@ -203,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
         type=json.loads,
         default=None,
         help="kernel options as JSON for the baselines when no model is loaded "
-        "(default: the model's, e.g. {\"joint\": true} for the shipped nlm)",
+        '(default: the model\'s, e.g. {"joint": true} for the shipped nlm)',
     )
     a = p.parse_args(argv)
     rows = a.rows.split(",")
@@ -218,6 +232,7 @@ def main(argv: list[str] | None = None) -> int:
         threads=a.threads,
         options=a.options,
         dataset=a.dataset,
+        data=a.data,
     )
     import sys
 
@@ -226,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
             table,
             rows,
             a.kernel,
-            "python -m pkn bench table1 " + " ".join(argv if argv is not None else sys.argv[1:]),
+            "python -m benchmarks table1 " + " ".join(argv if argv is not None else sys.argv[1:]),
             paper=a.dataset == "kodak24",
         )
     )

@@ -1,4 +1,4 @@
-"""``python -m pkn bench upsample``: upsampling by any factor on Kodak24 and Set12.
+"""``python -m benchmarks upsample``: upsampling by any factor on Kodak24 and Set12.
 
 Protocol. For a factor ``s = p / q`` (as a fraction, e.g. 1.5 = 3/2) the high-resolution
 (HR) image, float in [0, 1], is cropped at its top-left corner to a height and width that
@@ -40,10 +40,10 @@ from pathlib import Path
 import numpy as np
 
 from ._common import (
-    DATA_ROOT,
     Cache,
     ModelUnavailable,
     command_line,
+    data_root,
     fmt_cell,
     from_batch,
     load_images,
@@ -55,13 +55,14 @@ from ._common import (
     run_grid,
     seed,
     set_threads,
+    task_kernels,
     timed,
     to_batch,
 )
 
 __all__ = ["NOISES", "ROWS", "SCALES", "SETS", "main", "make_pair", "run"]
 
-PROG = "python -m pkn bench upsample"
+PROG = "python -m benchmarks upsample"
 SCALES = (1.5, 2.0, 3.0)
 NOISES = (0.0, 0.05)
 SETS = ("kodak24", "set12")
@@ -139,6 +140,7 @@ def run(
     *,
     data=None,
     n_images: int | None = None,
+    kernel=None,
     model=None,
     cache=None,
     shave="auto",
@@ -156,20 +158,22 @@ def run(
     Raises
     ------
     ModelUnavailable
-        When ``pkn`` is among the rows and the RBF model cannot be loaded.
+        When ``pkn`` is among the rows and the model cannot be loaded.
     """
     import torch
 
-    from .. import restore
-    from ..oracle import global_optimum
+    from pkn import restore
+    from pkn.oracle import global_optimum
 
     set_threads(threads)
-    root = Path(data) if data else DATA_ROOT
-    model = model or "rbf"
+    root = Path(data) if data else data_root()
+    default = task_kernels("upsample")[0]
+    kernel = kernel or default
+    model = model or kernel
     notes: dict = {"data": str(root), "n_images": {}}
-    tags = {"global": f"@iters{global_iters}"}
+    tags = {"global": f"@iters{global_iters}" + ("" if kernel == default else f"@{kernel}")}
     if "pkn" in rows:
-        info = require_model(model, "rbf")
+        info = require_model(model, kernel)
         tags["pkn"] = f"@{info['sha256'][:12]}"
         notes["model"] = f"{info['name']} (sha256 {info['sha256'][:12]})"
         warm = np.random.default_rng(0).random((16, 16), np.float32)
@@ -214,7 +218,7 @@ def run(
                 nstd = torch.full((lb.shape[0], 1, 1, 1), max(noise, NOISE_FREE))
                 res, dt = timed(
                     global_optimum,
-                    "rbf",
+                    kernel,
                     lb,
                     to_batch(hr),
                     nstd,
@@ -295,9 +299,15 @@ def main(argv: list[str] | None = None) -> int:
         help="AWGN stds added to the low-resolution image (default: %(default)s)",
     )
     p.add_argument("--sets", default=",".join(SETS), help="subfolders of --data")
-    p.add_argument("--data", default=None, help=f"folder holding the sets (default: {DATA_ROOT})")
+    p.add_argument("--data", default=None, help="folder holding the sets (default: $PKN_DATA)")
     p.add_argument("--images", type=int, default=None, help="first N images of each set")
-    p.add_argument("--model", default=None, help="rbf model name or .safetensors path")
+    p.add_argument(
+        "--kernel",
+        default=None,
+        choices=task_kernels("upsample"),
+        help="upsampling kernel of the 'pkn' and 'global' rows (default: the first, %(choices)s)",
+    )
+    p.add_argument("--model", default=None, help="model name or .safetensors (default: kernel)")
     p.add_argument("--cache", default=None, help="JSON file caching per-image results")
     p.add_argument(
         "--shave", type=_shave_arg, default="auto", help="border px left out ('auto': ceil(s))"
@@ -317,6 +327,7 @@ def main(argv: list[str] | None = None) -> int:
             [s.strip() for s in a.sets.split(",") if s.strip()],
             data=a.data,
             n_images=a.images,
+            kernel=a.kernel,
             model=a.model,
             cache=a.cache,
             shave=a.shave,

@@ -1,7 +1,7 @@
-"""``python -m pkn bench deblur``: non-blind deblurring on Kodak24 against classical methods.
+"""``python -m benchmarks deblur``: non-blind deblurring on Kodak24 against classical methods.
 
 Protocol. Each Kodak24 image (``--data``, float in [0, 1]) is blurred by a true
-convolution with mirrored borders (:func:`pkn.training.degrade._convolve`) with an
+convolution with mirrored borders (:func:`pkn.training.degrade.convolve`) with an
 isotropic Gaussian PSF (``--blurs``, sigma in pixels, radius ``ceil(3 sigma)``) or one of
 the 8 Levin et al. (2009) camera-shake kernels (``--levin``), then AWGN of std ``noise``
 (``--noises``) is added i.i.d. per pixel and channel, seeded by (image, blur, noise),
@@ -41,10 +41,10 @@ from pathlib import Path
 import numpy as np
 
 from ._common import (
-    DATA_ROOT,
     Cache,
     ModelUnavailable,
     command_line,
+    data_root,
     fmt_cell,
     from_batch,
     load_images,
@@ -56,17 +56,18 @@ from ._common import (
     run_grid,
     seed,
     set_threads,
+    task_kernels,
     timed,
     to_batch,
 )
 
 __all__ = ["BLURS", "NOISES", "ROWS", "main", "run"]
 
-PROG = "python -m pkn bench deblur"
+PROG = "python -m benchmarks deblur"
 BLURS = (1.0, 1.5, 2.0, 2.5)
 NOISES = (0.01, 0.05)
 ROWS = ("pkn", "global", "rl", "wiener", "blurred")
-LEVIN_FILE = DATA_ROOT / "psf" / "levin09_blur_kernels.npz"
+LEVIN_FILE = "psf/levin09_blur_kernels.npz"  # under the data root
 
 
 def odd_psf(psf: np.ndarray) -> np.ndarray:
@@ -84,11 +85,11 @@ def blur_kernels(
     sigmas, levin: bool = False, levin_file: str | Path | None = None
 ) -> list[tuple[str, np.ndarray]]:
     """``(label, psf)`` pairs: ``g<sigma>`` Gaussians, then ``levin-k00``... if ``levin``."""
-    from ..training.degrade import gaussian_psf
+    from pkn.training.degrade import gaussian_psf
 
     out = [(f"g{s:g}", odd_psf(gaussian_psf(float(s)).numpy())) for s in sigmas]
     if levin:
-        path = Path(levin_file or LEVIN_FILE)
+        path = Path(levin_file) if levin_file else data_root() / LEVIN_FILE
         if not path.is_file():
             raise FileNotFoundError(f"Levin kernels not found at {path} (--levin-file).")
         z = np.load(path)
@@ -100,11 +101,11 @@ def degrade(img: np.ndarray, psf: np.ndarray, noise: float, rng_seed: int):
     """Blur ``img`` (``(H, W[, C])``) with ``psf`` and add AWGN: ``(C, 1, H, W)`` tensor."""
     import torch
 
-    from ..training.degrade import _convolve
+    from pkn.training.degrade import convolve
 
     x = to_batch(img)
     with torch.no_grad():
-        b = _convolve(x, torch.from_numpy(psf))
+        b = convolve(x, torch.from_numpy(psf))
     rng = np.random.default_rng(rng_seed)
     n = rng.standard_normal(tuple(b.shape), dtype=np.float32)
     return b + float(noise) * torch.from_numpy(n)
@@ -154,6 +155,7 @@ def run(
     levin_file=None,
     data=None,
     n_images: int | None = None,
+    kernel=None,
     model=None,
     cache=None,
     rl_iters: int = 30,
@@ -172,26 +174,28 @@ def run(
     Raises
     ------
     ModelUnavailable
-        When ``pkn`` is among the rows and the polyblur model cannot be loaded.
+        When ``pkn`` is among the rows and the model cannot be loaded.
     """
     import torch
 
-    from .. import restore
-    from ..oracle import global_optimum
+    from pkn import restore
+    from pkn.oracle import global_optimum
 
     set_threads(threads)
-    data = Path(data) if data else DATA_ROOT / "kodak24"
+    data = Path(data) if data else data_root() / "kodak24"
     images = load_images(data, n_images)
     kernels = blur_kernels(blurs, levin, levin_file)
-    model = model or "polyblur"
+    default = task_kernels("deblur")[0]
+    kernel = kernel or default
+    model = model or kernel
     notes = {"data": str(data), "n_images": len(images)}
     tags = {
-        "global": f"@iters{global_iters}",
+        "global": f"@iters{global_iters}" + ("" if kernel == default else f"@{kernel}"),
         "rl": f"@iters{rl_iters}",
         "wiener": "" if wiener_balance is None else f"@balance{wiener_balance:g}",
     }
     if "pkn" in rows:
-        info = require_model(model, "polyblur")
+        info = require_model(model, kernel)
         tags["pkn"] = f"@{info['sha256'][:12]}"
         notes["model"] = f"{info['name']} (sha256 {info['sha256'][:12]})"
         warm = np.random.default_rng(0).random((32, 32), np.float32)
@@ -221,7 +225,7 @@ def run(
             s = torch.full((yb.shape[0], 1, 1, 1), noise)
             res, dt = timed(
                 global_optimum,
-                "polyblur",
+                kernel,
                 yb,
                 to_batch(clean),
                 s,
@@ -283,15 +287,21 @@ def main(argv: list[str] | None = None) -> int:
         help="Gaussian blur sigmas in px ('none' for no Gaussian; default: %(default)s)",
     )
     p.add_argument("--levin", action="store_true", help="add the 8 Levin et al. 2009 kernels")
-    p.add_argument("--levin-file", default=None, help=f"default: {LEVIN_FILE}")
+    p.add_argument("--levin-file", default=None, help=f"default: $PKN_DATA/{LEVIN_FILE}")
     p.add_argument(
         "--noises",
         default=",".join(f"{n:g}" for n in NOISES),
         help="AWGN stds added after the blur (default: %(default)s)",
     )
-    p.add_argument("--data", default=None, help=f"image folder (default: {DATA_ROOT}/kodak24)")
+    p.add_argument("--data", default=None, help="image folder (default: $PKN_DATA/kodak24)")
     p.add_argument("--images", type=int, default=None, help="first N images only")
-    p.add_argument("--model", default=None, help="polyblur model name or .safetensors path")
+    p.add_argument(
+        "--kernel",
+        default=None,
+        choices=task_kernels("deblur"),
+        help="deblurring kernel of the 'pkn' and 'global' rows (default: the first, %(choices)s)",
+    )
+    p.add_argument("--model", default=None, help="model name or .safetensors (default: kernel)")
     p.add_argument("--cache", default=None, help="JSON file caching per-image results")
     p.add_argument("--rl-iters", type=int, default=30, help="Richardson-Lucy iterations")
     p.add_argument(
@@ -310,6 +320,7 @@ def main(argv: list[str] | None = None) -> int:
             levin_file=a.levin_file,
             data=a.data,
             n_images=a.images,
+            kernel=a.kernel,
             model=a.model,
             cache=a.cache,
             rl_iters=a.rl_iters,

@@ -1,7 +1,7 @@
-"""Helpers shared by the restoration benchmarks (``bench deblur``, ``upsample``, ``microscopy``).
+"""Helpers shared by the restoration benchmarks (``deblur``, ``upsample``, ``microscopy``).
 
-Image loading, the metrics (PSNR and SSIM via :mod:`skimage.metrics`, and their versions
-after an affine fit for data whose input and target were rescaled separately), a JSON
+The data root, image loading, the metrics (PSNR and SSIM via :mod:`skimage.metrics`, and
+their versions after an affine fit, from :mod:`pkn.metrics`), a JSON
 cache of per-image results that several runs can fill in turn, the grid runner that
 skips what the cache already holds, and the markdown table.
 """
@@ -20,12 +20,15 @@ from pathlib import Path
 
 import numpy as np
 
+from pkn.metrics import affine_metrics, metrics
+
 __all__ = [
-    "DATA_ROOT",
+    "DATA_ENV",
     "Cache",
     "ModelUnavailable",
     "affine_metrics",
     "command_line",
+    "data_root",
     "fmt_cell",
     "from_batch",
     "load_images",
@@ -36,12 +39,23 @@ __all__ = [
     "run_grid",
     "seed",
     "set_threads",
+    "task_kernels",
     "timed",
     "to_batch",
 ]
 
-#: ``../shared/data`` seen from the repository root.
-DATA_ROOT = Path(__file__).resolve().parents[3] / "shared" / "data"
+#: The environment variable naming the data root (Kodak24, Set12, PSFs, microscopy, ...).
+DATA_ENV = "PKN_DATA"
+#: Where the project keeps its data: ``../shared/data`` next to the repository. The
+#: benchmarks live in the repository (they are not installed), so this path is theirs.
+REPO_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def data_root() -> Path:
+    """The data root: ``$PKN_DATA`` if set, else ``../shared/data`` next to the repository."""
+    env = os.environ.get(DATA_ENV)
+    return Path(env) if env else REPO_DATA
+
 
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
 
@@ -107,57 +121,6 @@ def from_batch(x, ndim: int) -> np.ndarray:
     return a[..., 0] if ndim == 2 else a
 
 
-# --------------------------------------------------------------------------- metrics
-def _ssim(y: np.ndarray, ref: np.ndarray, data_range: float) -> float:
-    from skimage.metrics import structural_similarity
-
-    win = min(7, *ref.shape[:2])
-    win -= 1 - win % 2  # odd
-    return float(
-        structural_similarity(
-            ref.astype(np.float64),
-            y.astype(np.float64),
-            data_range=data_range,
-            channel_axis=-1 if ref.ndim == 3 else None,
-            win_size=win,
-        )
-    )
-
-
-def metrics(y: np.ndarray, ref: np.ndarray, data_range: float = 1.0) -> dict:
-    """PSNR (dB, over all pixels and channels) and SSIM (mean over channels) of ``y``.
-
-    Uses :func:`skimage.metrics.peak_signal_noise_ratio` and
-    :func:`skimage.metrics.structural_similarity` (7x7 uniform window, ``data_range``
-    given) on the unclipped output, in float64.
-    """
-    from skimage.metrics import peak_signal_noise_ratio
-
-    y64, r64 = y.astype(np.float64), ref.astype(np.float64)
-    return {
-        "psnr": float(peak_signal_noise_ratio(r64, y64, data_range=data_range)),
-        "ssim": _ssim(y64, r64, data_range),
-    }
-
-
-def affine_metrics(y: np.ndarray, clean: np.ndarray) -> dict:
-    """Metrics after the least-squares fit ``clean ~ alpha * y + beta``.
-
-    For data whose input and target were rescaled separately (W2S, SRDTrans): ``alpha``
-    and ``beta`` minimise ``sum (alpha * y + beta - clean)^2`` over the image; PSNR and
-    SSIM of ``alpha * y + beta`` then use the data range of the clean image
-    (``clean.max() - clean.min()``). Returns ``psnr``, ``ssim``, ``alpha`` and ``beta``.
-    """
-    y64, c64 = y.astype(np.float64).ravel(), clean.astype(np.float64).ravel()
-    A = np.stack([y64, np.ones_like(y64)], 1)
-    alpha, beta = (float(v) for v in np.linalg.lstsq(A, c64, rcond=None)[0])
-    fitted = (alpha * y.astype(np.float64) + beta).reshape(clean.shape)
-    rng = float(clean.max() - clean.min()) or 1.0
-    out = metrics(fitted, clean.astype(np.float64), data_range=rng)
-    out.update(alpha=alpha, beta=beta)
-    return out
-
-
 # --------------------------------------------------------------------------- misc
 def seed(*parts) -> int:
     """A reproducible seed from the parts' text (independent of run order and subsets)."""
@@ -210,7 +173,7 @@ def require_model(name: str | Path, kernel: str) -> dict:
     ModelUnavailable
         With a message saying which model is missing and what to do.
     """
-    from ..models.io import list_models, load_model
+    from pkn.models.io import list_models, load_model
 
     try:
         net, info = load_model(name)
@@ -227,6 +190,13 @@ def require_model(name: str | Path, kernel: str) -> dict:
             f"a {kernel!r} model (--model)."
         )
     return info
+
+
+def task_kernels(task: str) -> list[str]:
+    """The network-driven kernels of ``task`` in registry order; the first is its default."""
+    from pkn.kernels.registry import names
+
+    return names(task=task, network=True)
 
 
 def command_line(prog: str, argv: Sequence[str] | None) -> str:

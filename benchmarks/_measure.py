@@ -1,9 +1,9 @@
 """Time one kernel and its peak memory in a fresh process.
 
-Run as ``python -m pkn.benchmarks._measure NAME [--size HxW] [--repeat N] [--threads T]``;
-prints one JSON line with the result (see :func:`measure`). :mod:`pkn.benchmarks.kernels`
-starts one such process per kernel so that every measurement starts from a clean heap
-and a peak-RSS counter that no other kernel has touched.
+Run as ``python -m benchmarks._measure NAME [--size HxW] [--repeat N] [--threads T]``
+from the repository root; prints one JSON line with the result (see :func:`measure`).
+:mod:`benchmarks.kernels` starts one such process per kernel so that every measurement
+starts from a clean heap and a peak-RSS counter that no other kernel has touched.
 """
 
 from __future__ import annotations
@@ -21,40 +21,45 @@ from collections.abc import Callable
 
 import numpy as np
 
-__all__ = ["KERNELS", "NAMES", "SKIMAGE", "PeakMeter", "build", "measure", "synthetic_image"]
+__all__ = [
+    "SKIMAGE",
+    "SKIMAGE_SETTINGS",
+    "PeakMeter",
+    "build",
+    "kernel_names",
+    "measure",
+    "names",
+    "settings",
+    "synthetic_image",
+]
 
-#: The pkn kernels, in the order they are reported.
-KERNELS = (
-    "nlm",
-    "bilateral",
-    "gaussian",
-    "gaussian_aniso",
-    "polyblur",
-    "rbf_resample",
-    "kpn",
-    "basis",
-    "affine",
-)
 #: The reference every kernel is compared with: scikit-image's fast non-local means.
 SKIMAGE = "skimage_nlm"
-NAMES = (*KERNELS, SKIMAGE)
+SKIMAGE_SETTINGS = (
+    "skimage.restoration.denoise_nl_means(patch_size=3, patch_distance=2, h=0.1, fast_mode=True)"
+)
 
-#: What each benchmark runs; "half-res" maps have half the output's height and width.
-SETTINGS = {
-    "nlm": "nlm(x, sigma), sigma = half-res map of 0.1; patch 3, search 5",
-    "bilateral": "bilateral(x, sigma), sigma = half-res map of 0.1; search 5",
-    "gaussian": "gaussian(x, sigma1), sigma1 = half-res map of 1.0",
-    "gaussian_aniso": "gaussian(x, sigma1, sigma2, rho), half-res maps of 1.0, 2.0, 0.5",
-    "polyblur": "polyblur(x, b, c, d, blur=1.5), half-res maps of -2.5, 1.5, -0.3",
-    "rbf_resample": "rbf_resample(x, sigma1, sigma2, rho, scale=2) from a half-size input, "
-    "maps of 0.5, 0.7, 0.2 at half the input's resolution",
-    "kpn": "kpn(x, weights), 25 random logits (5x5 kernel) at half-res",
-    "basis": "basis(x, coefficients, bases), 4 fixed 5x5 Gaussian bases, "
-    "random half-res coefficients",
-    "affine": "affine(x, w0, w1), random half-res maps w0 in [-0.05, 0.05], w1 in [0.8, 1.2]",
-    SKIMAGE: "skimage.restoration.denoise_nl_means(patch_size=3, patch_distance=2, h=0.1, "
-    "fast_mode=True)",
-}
+
+def kernel_names() -> list[str]:
+    """The pkn kernels, in the order they are reported: every kernel of the registry."""
+    from pkn.kernels.registry import names as registry_names
+
+    return registry_names()
+
+
+def names() -> list[str]:
+    """Everything :func:`build` can run: the kernels and :data:`SKIMAGE`."""
+    return [*kernel_names(), SKIMAGE]
+
+
+def settings(name: str) -> str:
+    """What the benchmark of ``name`` runs (the kernel's ``example_doc``)."""
+    if name == SKIMAGE:
+        return SKIMAGE_SETTINGS
+    from pkn.kernels.registry import get
+
+    return get(name).example_doc
+
 
 WARMUP_SIZE = (64, 64)
 _MB = 1e6
@@ -90,12 +95,16 @@ def synthetic_image(height: int, width: int, seed: int = 0) -> np.ndarray:
 def build(name: str, height: int, width: int, seed: int = 0) -> tuple[Callable[[], object], int]:
     """Prepare the inputs of one benchmark and return a function that runs it once.
 
+    A kernel runs its registry example (:attr:`pkn.kernels.registry.Kernel.example`) on a
+    synthetic image; a kernel whose inputs include ``"size"`` (resampling) gets an input
+    of half the output size.
+
     Parameters
     ----------
     name : str
-        One of :data:`NAMES`.
+        One of :func:`names`.
     height, width : int
-        Output size in pixels (``rbf_resample`` gets an input of half this size).
+        Output size in pixels.
     seed : int
         Seed of the image and of the random parameter maps.
 
@@ -107,8 +116,9 @@ def build(name: str, height: int, width: int, seed: int = 0) -> tuple[Callable[[
     input_bytes : int
         Size of the input image in bytes.
     """
-    if name not in NAMES:
-        raise ValueError(f"unknown benchmark {name!r}; choose from {', '.join(NAMES)}.")
+    valid = names()
+    if name not in valid:
+        raise ValueError(f"unknown benchmark {name!r}; choose from {', '.join(valid)}.")
     if name == SKIMAGE:
         from skimage.restoration import denoise_nl_means
 
@@ -118,62 +128,15 @@ def build(name: str, height: int, width: int, seed: int = 0) -> tuple[Callable[[
 
     import torch
 
-    if name == "rbf_resample":
+    from pkn.kernels.registry import get
+
+    k = get(name)
+    if "size" in k.inputs:  # the example resamples to twice the input's size
         height, width = math.ceil(height / 2), math.ceil(width / 2)
     x = torch.from_numpy(synthetic_image(height, width, seed))[None, None]  # (1, 1, H, W)
-    half = ((height + 1) // 2, (width + 1) // 2)
     gen = torch.Generator().manual_seed(seed + 1)
-
-    def full(value: float) -> torch.Tensor:  # (1, 1, H/2, W/2) constant map
-        return torch.full((1, 1, *half), value)
-
-    def uniform(low: float, high: float, n: int = 1) -> torch.Tensor:  # (1, n, H/2, W/2)
-        return low + (high - low) * torch.rand((1, n, *half), generator=gen)
-
-    if name in ("nlm", "bilateral"):
-        from pkn.kernels.nlm import bilateral, nlm
-
-        fn, sigma = (nlm if name == "nlm" else bilateral), full(0.1)
-        return (lambda: fn(x, sigma)), x.nbytes
-    if name == "gaussian":
-        from pkn.kernels.gaussian import gaussian
-
-        s1 = full(1.0)
-        return (lambda: gaussian(x, s1)), x.nbytes
-    if name == "gaussian_aniso":
-        from pkn.kernels.gaussian import gaussian
-
-        s1, s2, rho = full(1.0), full(2.0), full(0.5)
-        return (lambda: gaussian(x, s1, s2, rho)), x.nbytes
-    if name == "polyblur":
-        from pkn.kernels.polyblur import polyblur
-
-        b, c, d = full(-2.5), full(1.5), full(-0.3)
-        return (lambda: polyblur(x, b, c, d, blur=1.5)), x.nbytes
-    if name == "rbf_resample":
-        from pkn.kernels.rbf import rbf_resample
-
-        s1, s2, rho = full(0.5), full(0.7), full(0.2)
-        return (lambda: rbf_resample(x, s1, s2, rho, scale=2)), x.nbytes
-    if name == "kpn":
-        from pkn.kernels.kpn import kpn
-
-        logits = 2.0 * torch.randn((1, 25, *half), generator=gen)
-        return (lambda: kpn(x, logits)), x.nbytes
-    if name == "basis":
-        from pkn.kernels.basis import basis
-
-        r = torch.arange(-2, 3, dtype=torch.float32)
-        d2 = r[:, None] ** 2 + r[None, :] ** 2  # (5, 5)
-        s = torch.tensor([0.5, 1.0, 1.5, 2.5])[:, None, None]
-        bases = torch.exp(-d2 / (2 * s**2))  # (4, 5, 5)
-        bases = bases / bases.sum(dim=(1, 2), keepdim=True)
-        coefficients = torch.softmax(torch.randn((1, 4, *half), generator=gen), dim=1)
-        return (lambda: basis(x, coefficients, bases)), x.nbytes
-    from pkn.kernels.affine import affine
-
-    w0, w1 = uniform(-0.05, 0.05), uniform(0.8, 1.2)
-    return (lambda: affine(x, w0, w1)), x.nbytes
+    maps, options, inputs = k.example(x, gen)
+    return (lambda: k.run(x, maps, options, **inputs)), x.nbytes
 
 
 def _status_kib(field: str) -> int:
@@ -271,7 +234,7 @@ def measure(
     Parameters
     ----------
     name : str
-        One of :data:`NAMES`.
+        One of :func:`names`.
     height, width : int
         Output size in pixels.
     repeat : int
@@ -324,7 +287,7 @@ def measure(
         "threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
         "torch": torch.__version__,
-        "settings": SETTINGS[name],
+        "settings": settings(name),
     }
 
 
@@ -353,8 +316,8 @@ def positive_int(text: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Measure one benchmark and print the result as one JSON line; 1 on failure."""
-    p = argparse.ArgumentParser(prog="python -m pkn.benchmarks._measure", description=__doc__)
-    p.add_argument("name", choices=NAMES)
+    p = argparse.ArgumentParser(prog="python -m benchmarks._measure", description=__doc__)
+    p.add_argument("name", choices=names())
     p.add_argument("--size", type=parse_size, default=(3000, 4000), metavar="HxW")
     p.add_argument("--repeat", type=positive_int, default=3)
     p.add_argument("--threads", type=positive_int, default=None)

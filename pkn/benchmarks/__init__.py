@@ -1,1 +1,0 @@
-"""Benchmarks of napari-pkn, run with ``python -m pkn bench <name>``."""

@@ -11,6 +11,8 @@ import argparse
 
 __all__ = ["arrange", "main", "open_viewer"]
 
+DEMO_TASK = "denoise"  # the sample is a noisy fluorescence image
+
 
 def open_viewer(run: bool = False, show: bool = True, viewer=None):
     """A viewer with the noisy fluorescence sample and the docked widget.
@@ -25,17 +27,15 @@ def open_viewer(run: bool = False, show: bool = True, viewer=None):
 
     if viewer is None:
         viewer = napari.Viewer(title="napari-pkn: PKN restoration", show=show)
-        viewer.window._qt_window.resize(1600, 1000)
+        viewer.window.resize(1600, 1000)
     viewer.open_sample("napari-pkn", "fluorescence")
     _, widget = viewer.window.add_plugin_dock_widget("napari-pkn", "PKN restoration")
-    widget.layer.setCurrentText("fluorescence (noisy)")
-    if run:  # the demo: the task's default model, with its parameter maps shown
-        from pkn.models.procedural import TASKS
+    widget.form.select(layer="fluorescence (noisy)")
+    if run:  # the demo: denoising with the task's default model, its maps shown
+        from ._scripting import catalogue
 
-        i = widget.form.kernel.findData(TASKS["denoise"])
-        if i >= 0:
-            widget.form.kernel.setCurrentIndex(i)
-        widget.form.show_maps.setChecked(True)
+        task = DEMO_TASK
+        widget.form.select(task=task, model=catalogue().tasks.get(task), show_maps=True)
         widget.run()
     return viewer, widget
 
@@ -74,17 +74,13 @@ def main(argv: list[str] | None = None) -> None:
 
     viewer, widget = open_viewer(run=args.run or bool(args.screenshot))
     if args.run or args.screenshot:
-        from qtpy.QtCore import QTimer
 
         def done():
-            if widget.busy:
-                QTimer.singleShot(200, done)
-                return
             arrange(viewer)
             if args.screenshot:
-                QTimer.singleShot(500, lambda: shoot(viewer, args.screenshot))
+                widget.when_idle(lambda: shoot(viewer, args.screenshot))
 
-        QTimer.singleShot(500, done)
+        widget.when_idle(done)
     napari.run()
 
 

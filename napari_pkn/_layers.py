@@ -14,12 +14,14 @@ import numpy as np
 
 __all__ = [
     "base_name",
+    "contrast_limits",
     "derived_geometry",
     "map_style",
     "probe_spec",
     "put_layers",
     "require_image",
     "result_specs",
+    "units_text",
 ]
 
 
@@ -94,23 +96,51 @@ def _robust_max(v: np.ndarray, q: float = 99.5) -> float:
     return m if m > 0 else float(finite.max()) if finite.size and finite.max() > 0 else 1.0
 
 
-def map_style(name: str, values: np.ndarray) -> dict:
-    """Colormap and contrast limits for a parameter map.
-
-    Sigmas (never negative) use a sequential map from 0 to a high percentile; ``rho``
-    (a correlation) a diverging map on [-1, 1]; the polynomial coefficients ``b, c, d``
-    a diverging map symmetric about 0.
-    """
-    if name == "rho":
-        return {"colormap": "coolwarm", "contrast_limits": (-1.0, 1.0)}
-    if name in ("b", "c", "d"):
+def contrast_limits(limits: str, values: np.ndarray) -> tuple[float, float]:
+    """Contrast limits of a map by its parameter's ``limits`` (see
+    :class:`pkn.kernels.registry.Param`): ``"zero"`` ``[0, p99.5]``, ``"symmetric"``
+    ``[-m, m]`` with ``m`` the p99.5 of ``|values|``, ``"unit"`` ``[-1, 1]``, else
+    (``"percentile"``) ``[p0.5, p99.5]``."""
+    if limits == "unit":
+        return (-1.0, 1.0)
+    if limits == "zero":
+        return (0.0, _robust_max(values))
+    if limits == "symmetric":
         m = _robust_max(np.abs(values))
-        return {"colormap": "PiYG", "contrast_limits": (-m, m)}
-    if name.startswith("sigma") or name == "spatial_sigma":
-        cmap = "magma" if name == "sigma" else "viridis"
-        return {"colormap": cmap, "contrast_limits": (0.0, _robust_max(values))}
-    lo, hi = (float(v) for v in np.nanpercentile(values, [0.5, 99.5]))
-    return {"colormap": "gray", "contrast_limits": (lo, hi if hi > lo else lo + 1.0)}
+        return (-m, m)
+    finite = values[np.isfinite(values)]
+    if not finite.size:
+        return (0.0, 1.0)
+    lo, hi = (float(v) for v in np.percentile(finite, [0.5, 99.5]))
+    return (lo, hi if hi > lo else lo + 1.0)
+
+
+def map_style(param, values: np.ndarray) -> dict:
+    """Colormap and contrast limits of a parameter map, as its descriptor says.
+
+    ``param`` is a :class:`pkn.kernels.registry.Param` (its ``colormap`` and ``limits``),
+    or None for a map the kernel does not declare (gray, percentile limits).
+    """
+    cmap = "gray" if param is None else param.colormap
+    limits = "percentile" if param is None else param.limits
+    return {"colormap": cmap, "contrast_limits": contrast_limits(limits, values)}
+
+
+def units_text(kernel, param) -> str:
+    """Human units of a parameter map, from ``Param.unit`` and the kernel's pixel grid:
+    ``"intensity"`` -> the input's intensity units; ``"px"`` -> pixels (input pixels where
+    the kernel's output is on another grid); ``"none"`` -> ``""`` (its label says what it
+    is)."""
+    if param is None or param.unit == "none":
+        return ""
+    if param.unit == "intensity":
+        return "intensity units of the input"
+    return "pixels" if kernel.pixel_grid == "input" else "input pixels"
+
+
+def _param(kernel, name: str):
+    """The descriptor of parameter ``name`` of ``kernel``, or None if it declares none."""
+    return next((p for p in kernel.params if p.name == name), None)
 
 
 def put_layers(viewer, specs: list[tuple]) -> list:
@@ -138,15 +168,6 @@ def put_layers(viewer, specs: list[tuple]) -> list:
 
 # ---------------------------------------------------------------- output layers
 
-_PARAM_UNITS = {
-    "sigma": "intensity units of the input",
-    "sigma1": "input pixels (along x)",
-    "sigma2": "input pixels (along y)",
-    "spatial_sigma": "pixels (Gaussian falloff over the NLM search window)",
-    "rho": "correlation of x and y, in [-1, 1]",
-}
-
-
 def base_name(layer_name: str, model: str) -> str:
     """``"cells [PKN nlm]"``: the name every output of one restoration starts with."""
     return f"{layer_name} [PKN {model}]"
@@ -173,25 +194,39 @@ def result_specs(layer, job, show_maps: bool = True) -> list[tuple]:
         out["colormap"] = layer.colormap
     specs = [(job.image, out, "image")]
     f = float(meta.get("map_scale", 2.0))
+    kernel = job.kernel
     for name, values in job.maps.items():
+        p = _param(kernel, name)
+        about = {
+            "parameter": name,
+            "label": name if p is None else p.title,
+            "units": units_text(kernel, p),
+        }
         kw = {
             "name": f"{base} {name}",
             "visible": show_maps,
-            "metadata": {"pkn": {**meta, "parameter": name, "units": _PARAM_UNITS.get(name, "")}},
-            **map_style(name, values),
+            "metadata": {"pkn": {**meta, **about}},
+            **map_style(p, values),
             **derived_geometry(layer, (f, f), (0.5 * f - 0.5,) * 2, extra_axis=src.rgb),
         }
         specs.append((np.moveaxis(values, -1, 0) if src.rgb else values, kw, "image"))
-    if {"sigma1", "sigma2", "rho"} <= set(job.maps):
+    if kernel.glyphs and set(kernel.glyphs) <= set(job.maps):
         specs.append(vectors_spec(layer, job, show_maps))
     return specs
 
 
-def glyphs(maps: dict, n_lead: int, map_scale: float = 2.0, rgb: bool = False):
+def glyphs(
+    maps: dict,
+    n_lead: int,
+    map_scale: float = 2.0,
+    rgb: bool = False,
+    names: tuple[str, ...] = ("sigma1", "sigma2", "rho"),
+):
     """Orientation/elongation glyphs of the covariance maps on a sparse grid.
 
     The covariance over ``(x, y)`` is ``[[s1^2, r s1 s2], [r s1 s2, s2^2]]``; each glyph
-    is a segment along its principal axis, ``2 sqrt(lambda_max)`` input pixels long
+    is a segment along its principal axis (``names``: the kernel's
+    :attr:`~pkn.kernels.registry.Kernel.glyphs` maps ``s1, s2, r``), ``2 sqrt(lambda_max)`` input pixels long
     (capped at the grid spacing), centred on its map pixel.
 
     Returns
@@ -200,7 +235,7 @@ def glyphs(maps: dict, n_lead: int, map_scale: float = 2.0, rgb: bool = False):
         Vectors data ``(N, 2, n_lead + 2)`` in input data coordinates, and features
         ``elongation`` (``sqrt(lambda_max / lambda_min)``) and ``sigma_major``.
     """
-    s1, s2, r = (np.asarray(maps[k], np.float64) for k in ("sigma1", "sigma2", "rho"))
+    s1, s2, r = (np.asarray(maps[k], np.float64) for k in names)
     h, w = s1.shape[n_lead : n_lead + 2]
     step = max(1, round(max(h, w) / 32))
     rows, cols = np.arange(step // 2, h, step), np.arange(step // 2, w, step)
@@ -234,10 +269,10 @@ def glyphs(maps: dict, n_lead: int, map_scale: float = 2.0, rgb: bool = False):
 
 
 def vectors_spec(layer, job, show_maps: bool = True) -> tuple:
-    """A Vectors layer of orientation glyphs for kernels with a covariance (``rho``)."""
+    """A Vectors layer of orientation glyphs for kernels with a covariance (``glyphs``)."""
     src, meta = job.source, job.provenance()
     f = float(meta.get("map_scale", 2.0))
-    data, feats = glyphs(job.maps, len(src.lead), f, src.rgb)
+    data, feats = glyphs(job.maps, len(src.lead), f, src.rgb, job.kernel.glyphs)
     hi = float(np.percentile(feats["elongation"], 99)) if len(data) else 2.0
     kw = {
         "name": f"{base_name(layer.name, job.entry.name)} orientation",

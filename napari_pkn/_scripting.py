@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
 import numpy as np
 
 from ._layers import put_layers, require_image, result_specs
 
-__all__ = ["Job", "ModelEntry", "Options", "Source", "catalogue", "restore_layer"]
+__all__ = ["Job", "Options", "Source", "catalogue", "restore_layer", "tasks"]
 
 _NATIVE = (np.uint8, np.uint16, np.float32, np.float64)
 MAX_FACTOR = 16.0
@@ -88,41 +87,17 @@ def psf_from_layer(layer) -> np.ndarray:
     return data.astype(np.float32)
 
 
-@dataclass(frozen=True)
-class ModelEntry:
-    """A model the plugin offers: ``ref`` is what ``pkn.Restorer(model=...)`` takes."""
+def catalogue():
+    """What the plugin offers: :func:`pkn.catalogue` (tasks with their default kernel, the
+    kernel descriptors, the shipped and session-added models)."""
+    import pkn
 
-    name: str
-    kernel: str
-    task: str
-    params: tuple[str, ...]
-    ref: str
-    description: str = ""
-
-
-@lru_cache(maxsize=1)
-def _shipped() -> tuple[ModelEntry, ...]:
-    from pkn.models.io import list_models, load_model
-    from pkn.models.procedural import get_spec
-
-    out = []
-    for name in list_models():
-        net, _ = load_model(name)  # reads the file's metadata once (cached by pkn)
-        s = get_spec(net.kernel)
-        out.append(ModelEntry(name, net.kernel, s.task, tuple(s.params), name, s.description))
-    return tuple(out)
-
-
-def catalogue() -> list[ModelEntry]:
-    """The shipped models (:func:`pkn.models.io.list_models`) with their kernel and task."""
-    return list(_shipped())
+    return pkn.catalogue()
 
 
 def tasks() -> list[str]:
     """All tasks pkn knows, shipped model or not."""
-    from pkn.models.procedural import TASKS
-
-    return list(TASKS)
+    return list(catalogue().tasks)
 
 
 @dataclass
@@ -138,27 +113,28 @@ class Options:
     extra: dict | None = None  # added to the provenance (e.g. the PSF layer's name)
 
 
-def resolve(options: Options, source: Source) -> ModelEntry:
-    """The model for ``options``, after checks that say what to change (ValueError)."""
-    o, known = options, tasks()
+def resolve(options: Options, source: Source):
+    """The model for ``options`` (a :class:`pkn._catalogue.ModelInfo`), after checks that
+    say what to change (ValueError)."""
+    o, cat = options, catalogue()
+    known = list(cat.tasks)
     if o.task not in known:
         raise ValueError(f"task must be one of {known}, got {o.task!r}.")
-    entries = [e for e in catalogue() if e.task == o.task]
+    entries = cat.models_for(o.task)
     if not entries:
-        have = sorted({e.task for e in catalogue()})
+        have = sorted({e.task for e in cat.models})
         raise ValueError(f"no {o.task} model ships with this napari-pkn; available: {have}.")
-    from pkn.models.procedural import TASKS
-
-    default = TASKS[o.task]  # the task's default kernel (denoise: nlm), else the first
+    default = cat.tasks[o.task]  # the task's default kernel, else the first model
     entry = next((e for e in entries if default in (e.name, e.kernel)), entries[0])
     if o.model is not None:
         entry = next((e for e in entries if o.model in (e.name, e.kernel)), None)
         if entry is None:
             names = [e.name for e in entries]
             raise ValueError(f"no {o.task} model {o.model!r}; choose one of {names}.")
-    if o.task == "deblur" and o.blur is None:
+    needs = cat.kernels[entry.kernel].inputs
+    if "blur" in needs and o.blur is None:
         raise ValueError("deblurring needs the blur: a Gaussian sigma (px) or a PSF layer.")
-    if o.task == "upsample":
+    if "size" in needs:
         f = o.factor
         if not (isinstance(f, int | float) and math.isfinite(f) and 1 < f <= MAX_FACTOR):
             raise ValueError(f"the upsampling factor must be in (1, {MAX_FACTOR:g}], got {f!r}.")
@@ -185,10 +161,16 @@ def estimate_noise(plane: np.ndarray, rgb: bool) -> dict:
 class Job:
     """A restoration of one layer's data, plane by plane, kept in memory: ``image`` (the
     restored stack), ``maps`` (name -> ``lead + (h, w)``, ``+ (C,)`` for RGB) and
-    ``restorers`` (plane index -> :class:`pkn.Restorer` with its cached maps)."""
+    ``restorers`` (plane index -> :class:`pkn.Restorer` with its cached maps).
 
-    def __init__(self, source: Source, options: Options, entry: ModelEntry, layer_name=None):
+    ``entry`` is the model (a :class:`pkn._catalogue.ModelInfo`); ``kernel`` is its
+    kernel's descriptor (:class:`pkn.kernels.registry.Kernel`), from which the layers take
+    their styles and the probe its availability.
+    """
+
+    def __init__(self, source: Source, options: Options, entry, layer_name=None, kernel=None):
         self.source, self.options, self.entry = source, options, entry
+        self.kernel = kernel if kernel is not None else catalogue().kernels[entry.kernel]
         self.layer_name = layer_name or source.name
         self.strength = float(options.strength)
         self.restorers: dict = {}
@@ -216,7 +198,7 @@ class Job:
                     model=self.entry.ref,
                     noise=o.noise,
                     blur=o.blur,
-                    scale=o.factor if o.task == "upsample" else None,
+                    scale=o.factor if "size" in self.kernel.inputs else None,
                     channel_axis=-1 if src.rgb else None,
                 )
                 self.restorers[idx] = r
@@ -266,9 +248,11 @@ def restore_layer(viewer, layer, task: str = "denoise", kernel: str | None = Non
     viewer : napari.Viewer
     layer : napari.layers.Image or str
         The input (or its name); it is never modified.
-    task : {"denoise", "deblur", "upsample"}
+    task : str
+        One of ``pkn.catalogue().tasks`` (denoise, deblur, upsample).
     kernel : str, optional
-        A shipped model (its name or kernel, e.g. ``"nlm"``); default: the task's first.
+        A model of the task (its name or its kernel's; ``pkn.catalogue().models_for(task)``
+        lists them); default: the task's default kernel.
     **options
         ``noise`` (None = estimated, a sigma, or ``(a, b)``), ``blur`` (a Gaussian sigma,
         ``(sigma_y, sigma_x, rho)``, a 2-D array or an Image layer holding the PSF),
@@ -278,8 +262,9 @@ def restore_layer(viewer, layer, task: str = "denoise", kernel: str | None = Non
     Returns
     -------
     list of napari.layers.Layer
-        The restored image, one layer per parameter map, and orientation glyphs for
-        kernels with a covariance; provenance in each ``metadata["pkn"]``.
+        The restored image, one layer per parameter map (styled by the kernel's
+        descriptor), and orientation glyphs for kernels with a covariance (``glyphs``);
+        provenance in each ``metadata["pkn"]``.
 
     Raises
     ------

@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     from qtpy.QtCore import QTimer
     from qtpy.QtWidgets import QApplication
 
-    from napari_pkn._widget import PKNWidget
+    from napari_pkn._qt._widget import PKNWidget
 
     viewer = napari.Viewer(show=True)
     widget = PKNWidget(viewer)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import importlib
 import json
 import subprocess
@@ -67,7 +68,8 @@ def test_napari_discovers_the_plugin():
 def test_importing_the_manifest_modules_does_not_import_torch():
     code = (
         "import sys, json\n"
-        "import napari_pkn, napari_pkn._widget, napari_pkn._sample_data, napari_pkn._scripting\n"
+        "import napari_pkn, napari_pkn._qt._widget, napari_pkn._sample_data\n"
+        "import napari_pkn._scripting, napari_pkn._launch\n"
         "heavy = [m for m in sys.modules if m.split('.')[0] == 'torch' or m in\n"
         "         ('pkn.restoration', 'pkn.kernels', 'pkn.models')]\n"
         "print(json.dumps(heavy))\n"
@@ -91,3 +93,70 @@ def test_every_plugin_subpackage_is_packaged():
     }
     missing = sorted(found - listed)
     assert not missing, f"add {missing} to [tool.setuptools] packages in pyproject.toml"
+
+
+def _plugin_sources():
+    for path in sorted((REPO / "napari_pkn").rglob("*.py")):
+        yield path.relative_to(REPO / "napari_pkn").as_posix(), ast.parse(path.read_text())
+
+
+def test_qt_lives_under_qt():
+    """Qt widgets under napari_pkn/_qt/, Qt-free logic outside it (and no Qt on import)."""
+    qt = ("qtpy", "superqt", "PyQt5", "PyQt6", "PySide2", "PySide6", "napari.qt", "napari._qt")
+    for rel, tree in _plugin_sources():
+        if rel.startswith("_qt/"):
+            continue
+        for node in ast.walk(tree):
+            mods = []
+            if isinstance(node, ast.Import):
+                mods = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                mods = [node.module or ""]
+            bad = [m for m in mods if any(m == q or m.startswith(q + ".") for q in qt)]
+            assert not bad, f"napari_pkn/{rel} imports {bad}: move that code to napari_pkn/_qt/"
+    code = (
+        "import sys, json\n"
+        "import napari_pkn._scripting, napari_pkn._layers, napari_pkn._launch\n"
+        "import napari_pkn._sample_data\n"
+        "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in\n"
+        "    ('qtpy', 'superqt', 'PyQt5', 'PyQt6', 'PySide2', 'PySide6'))))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == []
+
+
+# String literals that are not kernel or parameter names although they spell one: the
+# noise model and blur mode keys of the form (saved in the user's settings) and the noise
+# description's keys; napari's ``affine`` layer keyword; the covariance maps of kernels
+# with ``glyphs`` (the registry's convention for that flag).
+NOT_DISPATCH = {
+    "_qt/_form.py": {"gaussian", "sigma", "a", "b"},
+    "_qt/_run.py": {"sigma", "a", "b"},
+    "_layers.py": {"affine", "sigma1", "sigma2", "rho"},
+}
+
+
+def test_no_kernel_or_parameter_name_dispatch():
+    """The plugin reads the registry: no kernel or parameter name appears in its code."""
+    from pkn.kernels.registry import registry
+
+    kernels = set(registry())
+    params = {p.name for k in registry().values() for p in k.params}
+    for rel, tree in _plugin_sources():
+        docstrings = {
+            id(n.body[0].value)
+            for n in ast.walk(tree)
+            if isinstance(n, ast.Module | ast.ClassDef | ast.FunctionDef)
+            and n.body
+            and isinstance(n.body[0], ast.Expr)
+        }
+        found = {
+            n.value
+            for n in ast.walk(tree)
+            if isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in docstrings
+        }
+        bad = (found & (kernels | params)) - NOT_DISPATCH.get(rel, set())
+        assert not bad, f"napari_pkn/{rel} names {sorted(bad)}: read the kernel's descriptor"

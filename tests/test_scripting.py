@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
+import torch
 from napari.components import ViewerModel
 
 import napari_pkn
+import napari_pkn._scripting as eng
+from napari_pkn._layers import put_layers, result_specs
+from pkn import catalogue
+from pkn._catalogue import ModelInfo
+from pkn.kernels.registry import Param, get, names
+from pkn.models.io import save_model
+from pkn.models.pkn_model import PKNModel
 from pkn.samples import fluorescence
 
 
@@ -97,3 +108,146 @@ def test_package_exports_restore_layer_lazily():
     assert "restore_layer" in napari_pkn.__all__
     with pytest.raises(AttributeError):
         napari_pkn.not_there  # noqa: B018
+
+
+# ------------------------------------------------------------ the kernel descriptors
+
+
+def check_map_layer(m, kernel, name):
+    """Colormap, contrast limits, label and units of a map layer are its descriptor's."""
+    p = kernel.param(name)
+    lo, hi = m.contrast_limits
+    assert m.colormap.name == p.colormap, (kernel.name, name)
+    values = np.asarray(m.data, float)
+    if p.limits == "unit":
+        assert (lo, hi) == (-1, 1)
+    elif p.limits == "zero":
+        assert lo == 0 and hi == pytest.approx(np.percentile(values, 99.5), rel=1e-5)
+    elif p.limits == "symmetric":
+        assert -lo == hi == pytest.approx(np.percentile(np.abs(values), 99.5), rel=1e-5)
+    else:
+        assert (lo, hi) == pytest.approx(tuple(np.percentile(values, [0.5, 99.5])), rel=1e-5)
+    about = m.metadata["pkn"]
+    assert about["parameter"] == name and about["label"] == p.title
+    px = "pixels" if kernel.pixel_grid == "input" else "input pixels"
+    units = {"intensity": "intensity units of the input", "px": px, "none": ""}[p.unit]
+    assert about["units"] == units
+
+
+def _restore(viewer, layer, entry, **kw):
+    task = entry.task
+    blur = 1.2 if "blur" in get(entry.kernel).inputs else None
+    factor = 1.5 if "size" in get(entry.kernel).inputs else None
+    opts = {k: v for k, v in (("blur", blur), ("factor", factor)) if v is not None}
+    return napari_pkn.restore_layer(viewer, layer, task, entry.name, **opts, **kw)
+
+
+@pytest.mark.parametrize("model", [m.name for m in catalogue().models if m.shipped])
+def test_map_layers_follow_the_descriptor(viewer, cells, model):
+    """Every shipped model: each map's colormap, contrast, label and units come from
+    ``pkn.kernels.registry.get(kernel).param(name)``; glyphs where it has ``glyphs``."""
+    entry = next(m for m in catalogue().models if m.name == model)
+    kernel = get(entry.kernel)
+    layer = viewer.add_image(cells[:32, :32], name="cells")
+    _, *rest = _restore(viewer, layer, entry, noise=6.0)
+    maps = [ly for ly in rest if ly.metadata["pkn"].get("parameter") in kernel.param_names]
+    assert [m.metadata["pkn"]["parameter"] for m in maps] == list(kernel.param_names)
+    for m in maps:
+        check_map_layer(m, kernel, m.metadata["pkn"]["parameter"])
+    vectors = [ly for ly in rest if ly._type_string == "vectors"]
+    assert len(vectors) == int(bool(kernel.glyphs))
+
+
+@pytest.fixture(scope="module")
+def unseen(tmp_path_factory):
+    """An untrained model for every network kernel of the registry, listed under a name the
+    plugin has never seen (so nothing can key on it)."""
+    root = tmp_path_factory.mktemp("unseen")
+    torch.manual_seed(0)
+    out = []
+    for k in names(network=True):
+        model = PKNModel(k, widths=(4, 4, 4))
+        with torch.no_grad():
+            model.net.head.weight.normal_(0.0, 0.5)
+        path = save_model(model, root / f"never-seen-{k}.safetensors", {"stand_in": True})
+        d = get(k)
+        info = ModelInfo(f"never-seen-{k}", k, d.task, d.param_names, str(path), "", False)
+        out.append(info)
+    return out
+
+
+@pytest.mark.parametrize("kernel", names(network=True))
+def test_a_model_the_plugin_has_never_seen(viewer, cells, monkeypatch, unseen, kernel):
+    """A new model in the catalogue (any registry kernel) is offered, runs and gets its
+    layers from the descriptor alone: no code change in the plugin."""
+    entry = next(m for m in unseen if m.kernel == kernel)
+    base = catalogue()
+    cat = replace(base, models=(*base.models, entry))
+    monkeypatch.setattr(eng, "catalogue", lambda: cat)
+    assert entry.name in [m.name for m in eng.catalogue().models_for(entry.task)]
+    d = get(kernel)
+    layer = viewer.add_image(cells[:32, :32], name="cells")
+    out, *rest = _restore(viewer, layer, entry)
+    assert out.name == f"cells [PKN {entry.name}]" and out.metadata["pkn"]["kernel"] == kernel
+    maps = {ly.metadata["pkn"]["parameter"]: ly for ly in rest if ly._type_string == "image"}
+    assert list(maps) == list(d.param_names)
+    for name, m in maps.items():
+        check_map_layer(m, d, name)
+    assert any(ly._type_string == "vectors" for ly in rest) == bool(d.glyphs)
+
+
+def _fake_job(kernel, maps: dict, shape=(16, 20)):
+    """What :func:`result_specs` reads of a finished Job, for a kernel nobody wrote."""
+    src = eng.Source("cells", np.zeros(shape, np.float32), False, ())
+    entry = SimpleNamespace(name="made-up", kernel=kernel.name)
+    meta = {"kernel": kernel.name, "map_scale": 2.0, "strength": 1.0}
+    return SimpleNamespace(
+        source=src,
+        image=np.zeros(shape, np.float32),
+        maps=maps,
+        entry=entry,
+        kernel=kernel,
+        provenance=lambda: dict(meta),
+    )
+
+
+@pytest.mark.parametrize("grid", ["input", "output"])
+def test_layers_of_an_invented_kernel(viewer, grid):
+    """Invented parameter names, colormaps, limits and units: every layer property comes
+    from the descriptor (a fake one, with names no code could branch on)."""
+    params = (
+        Param("alpha", unit="intensity", label="alpha (edges)", colormap="cividis"),
+        Param("beta", unit="px", colormap="twilight", limits="symmetric"),
+        Param("gamma", unit="none", colormap="turbo", limits="unit"),
+        Param("delta", unit="none", colormap="gray", limits="percentile"),
+    )
+    kernel = replace(get(names(network=True)[0]), name="invented", params=params, glyphs=())
+    kernel = replace(kernel, pixel_grid=grid)
+    rng = np.random.default_rng(0)
+    maps = {p.name: rng.normal(1.0, 2.0, (8, 10)).astype(np.float32) for p in params}
+    layer = viewer.add_image(np.zeros((16, 20), np.float32), name="cells")
+    added = put_layers(viewer, result_specs(layer, _fake_job(kernel, maps)))
+    assert [ly.name for ly in added] == ["cells [PKN made-up]"] + [
+        f"cells [PKN made-up] {p.name}" for p in params
+    ]
+    for m, p in zip(added[1:], params, strict=True):
+        check_map_layer(m, kernel, p.name)
+    assert added[1].metadata["pkn"]["label"] == "alpha (edges)"
+    assert added[2].metadata["pkn"]["units"] == ("pixels" if grid == "input" else "input pixels")
+
+
+def test_glyphs_follow_the_descriptor_flag(viewer):
+    """Covariance maps get orientation glyphs only where the descriptor says ``glyphs``."""
+    rng = np.random.default_rng(1)
+    cov = {  # invented names: the glyphs read the maps the descriptor names
+        "wide": rng.uniform(0.5, 2, (8, 10)),
+        "tall": rng.uniform(0.5, 2, (8, 10)),
+        "corr": rng.uniform(-0.9, 0.9, (8, 10)),
+        "extra": rng.uniform(0, 1, (8, 10)),
+    }
+    params = tuple(Param(n) for n in cov)
+    base = replace(get(names(network=True)[0]), name="invented", params=params)
+    layer = viewer.add_image(np.zeros((16, 20), np.float32), name="cells")
+    for flag in ((), ("wide", "tall", "corr")):
+        kinds = [t for *_, t in result_specs(layer, _fake_job(replace(base, glyphs=flag), cov))]
+        assert kinds == ["image"] * 5 + ["vectors"] * bool(flag)

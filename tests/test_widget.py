@@ -1,14 +1,16 @@
 """The PKN restoration dock widget, end to end in a napari viewer (run under Xvfb).
 
-Every shipped model runs on both samples. Kernels that do not ship yet (their tasks
-included: deblur, upsample) run as untrained stand-in models written to a temporary
-directory and added to the widget's catalogue, so the generic code paths (covariance
-glyphs, PSFs, upsampling geometry) are exercised today. Images are cropped to <= 128 px.
+Every shipped model runs on both samples. Network kernels of the registry that do not
+ship a model yet run as untrained stand-in models written to a temporary directory and
+added to the widget's catalogue, so a new kernel is exercised the day it is registered.
+What the widget does with a kernel (map styles, glyphs, which inputs, the probe) is
+checked against its descriptor. Images are cropped to <= 128 px.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -17,23 +19,25 @@ import torch
 import napari_pkn
 import napari_pkn._scripting as eng
 from napari_pkn._qt import _settings
+from napari_pkn._qt._widget import PKNWidget
 from napari_pkn._sample_data import fluorescence_sample, natural_sample
-from napari_pkn._widget import PKNWidget
-from pkn.models.io import list_models, load_model, save_model
+from pkn import catalogue
+from pkn._catalogue import ModelInfo
+from pkn.kernels.registry import get, names
+from pkn.models.io import save_model
 from pkn.models.pkn_model import PKNModel
-from pkn.models.procedural import get_spec
 
 pytestmark = pytest.mark.gui
 
-SHIPPED = {n: load_model(n)[0].kernel for n in list_models()}
-STAND_INS = [k for k in ("anisotropic", "polyblur", "rbf") if k not in SHIPPED.values()]
+SHIPPED = {m.name: m.kernel for m in catalogue().models if m.shipped}
+STAND_INS = [k for k in names(network=True) if k not in SHIPPED.values()]
 GEOMETRY = {"scale": (0.5, 0.25), "translate": (10.0, -3.0), "units": ("um", "um")}
 SAMPLES = {"fluorescence": fluorescence_sample, "natural": natural_sample}
 TIMEOUT = 30_000
 
 
 @pytest.fixture(scope="session")
-def stand_ins(tmp_path_factory) -> list[eng.ModelEntry]:
+def stand_ins(tmp_path_factory) -> list[ModelInfo]:
     """Untrained models (small random heads, so the maps vary) for unshipped kernels."""
     root = tmp_path_factory.mktemp("models")
     torch.manual_seed(0)
@@ -43,8 +47,8 @@ def stand_ins(tmp_path_factory) -> list[eng.ModelEntry]:
         with torch.no_grad():
             model.net.head.weight.normal_(0.0, 0.5)
         path = save_model(model, root / f"{k}.safetensors", {"stand_in": True})
-        spec = get_spec(k)
-        out.append(eng.ModelEntry(k, k, spec.task, spec.params, str(path), spec.description))
+        d = get(k)
+        out.append(ModelInfo(k, k, d.task, d.param_names, str(path), d.description, False))
     return out
 
 
@@ -55,9 +59,10 @@ def _settings_in_tmp(tmp_path, monkeypatch):
 
 @pytest.fixture
 def all_models(monkeypatch, stand_ins):
-    shipped = eng.catalogue()
-    monkeypatch.setattr(eng, "catalogue", lambda: shipped + stand_ins)
-    return shipped + stand_ins
+    base = eng.catalogue()
+    cat = replace(base, models=base.models + tuple(stand_ins))
+    monkeypatch.setattr(eng, "catalogue", lambda: cat)
+    return list(cat.models)
 
 
 @pytest.fixture
@@ -113,8 +118,25 @@ def world(layer, index) -> np.ndarray:
     return np.asarray(layer.data_to_world(np.asarray(index, float)))
 
 
+UNITS = {"intensity": "intensity units of the input", "none": ""}
+
+
+def check_style(m, kernel, name):
+    """A map layer's colormap, contrast limits, label and units are its descriptor's."""
+    p = kernel.param(name)
+    lo, hi = m.contrast_limits
+    assert m.colormap.name == p.colormap, (name, m.colormap.name)
+    ok = {"unit": (lo, hi) == (-1, 1), "symmetric": lo == -hi < hi, "zero": lo == 0 < hi}
+    assert ok.get(p.limits, lo < hi), (name, p.limits, lo, hi)
+    about = m.metadata["pkn"]
+    px = "pixels" if kernel.pixel_grid == "input" else "input pixels"
+    assert about["parameter"] == name and about["label"] == p.title
+    assert about["units"] == UNITS.get(p.unit, px)
+
+
 def check_maps(viewer, layer, entry, show=True):
-    """One map layer per parameter, overlaying the input pixel for pixel."""
+    """One map layer per parameter, overlaying the input pixel for pixel, styled by the
+    kernel's descriptor."""
     h, w = layer.data.shape[-2:]
     maps = [viewer.layers[f"{layer.name} [PKN {entry.name}] {p}"] for p in entry.params]
     for p, m in zip(entry.params, maps, strict=True):
@@ -123,14 +145,8 @@ def check_maps(viewer, layer, entry, show=True):
         np.testing.assert_allclose(m.translate, np.asarray(layer.translate) + 0.5 * layer.scale)
         for ij in [(0, 0), (3, 5)]:  # map pixel (i, j) centre = input pixel (2i+.5, 2j+.5)
             np.testing.assert_allclose(world(m, ij), world(layer, 2 * np.array(ij) + 0.5))
-        assert m.visible == show and m.metadata["pkn"]["parameter"] == p
-        lo, hi = m.contrast_limits
-        if p == "rho":
-            assert m.colormap.name == "coolwarm" and (lo, hi) == (-1, 1)
-        elif p in "bcd":
-            assert m.colormap.name == "PiYG" and lo == -hi
-        else:
-            assert m.colormap.name in ("magma", "viridis") and lo == 0 < hi
+        assert m.visible == show
+        check_style(m, get(entry.kernel), p)
     return maps
 
 
@@ -145,7 +161,11 @@ def test_end_to_end(all_models, viewer_widget, qtbot, sample, model):
     layer = viewer.add_image(data, name="cells", **GEOMETRY)
     before = snapshot(layer)
     entry = next(e for e in all_models if e.name == model)
+    kernel = get(entry.kernel)
     select(widget, layer, entry.task, model)
+    assert widget.form.descriptor() is kernel
+    assert widget.form.blur_sigma.isVisibleTo(widget) == ("blur" in kernel.inputs)
+    assert widget.form.factor.isVisibleTo(widget) == ("size" in kernel.inputs)
     widget.form.blur_sigma.setValue(1.2)
     widget.form.factor.setValue(1.5)
     widget.form.show_maps.setChecked(True)
@@ -161,7 +181,7 @@ def test_end_to_end(all_models, viewer_widget, qtbot, sample, model):
     assert {"model", "model_sha256", "noise", "pkn_version"} <= set(meta)
     assert tuple(str(u) for u in out.units) == ("micrometer", "micrometer")
     h, w = data.shape
-    if entry.task == "upsample":
+    if "size" in kernel.inputs:
         ho, wo = round(h * 1.5), round(w * 1.5)
         assert out.data.shape == (ho, wo)
         np.testing.assert_allclose(out.scale, np.asarray(layer.scale) * (h / ho, w / wo))
@@ -172,17 +192,22 @@ def test_end_to_end(all_models, viewer_widget, qtbot, sample, model):
         assert out.data.shape == data.shape
         np.testing.assert_allclose(out.scale, layer.scale)
         np.testing.assert_allclose(out.translate, layer.translate)
+    if kernel.pixel_grid != "input":  # no input pixel to probe
+        assert widget.probe.probe((), (20, 30)) is None
+        assert f"cells [PKN {model}] probe" not in viewer.layers
+    else:
         pr = widget.probe.probe((), (20, 30))
         probe = viewer.layers[f"cells [PKN {model}] probe"]
         np.testing.assert_allclose(world(probe, (0, 0)), world(layer, pr.origin))
         assert probe.metadata["pkn"]["probe"]["sum"] == pytest.approx(pr.sum)
         assert "sum of weights" in widget.probe.info.text()
-        if entry.task == "denoise":
+        if kernel.convex:  # a weighted average of input pixels
             assert pr.sum == pytest.approx(1, abs=1e-5) and pr.min >= -1e-7
     maps = check_maps(viewer, layer, entry)
     for m in maps:
         assert m.metadata["pkn"]["model_sha256"] == meta["model_sha256"]
-    if "rho" in entry.params:
+    assert (f"cells [PKN {model}] orientation" in viewer.layers) == bool(kernel.glyphs)
+    if kernel.glyphs:
         vec = viewer.layers[f"cells [PKN {model}] orientation"]
         assert vec.data.shape[1:] == (2, 2) and len(vec.data) > 0
         assert set(vec.features.columns) >= {"elongation", "sigma_major"}
@@ -365,7 +390,7 @@ def test_maps_checkbox_probe_click_and_menu(viewer_widget, qtbot):
     _, plugin_widget = viewer.window.add_plugin_dock_widget("napari-pkn", "PKN restoration")
     assert isinstance(plugin_widget, PKNWidget)
     assert [widget.form.kernel.itemText(i) for i in range(widget.form.kernel.count())] == [
-        e.name for e in eng.catalogue() if e.task == "denoise"
+        e.name for e in eng.catalogue().models_for("denoise")
     ]
 
 
@@ -393,10 +418,12 @@ def test_main_job_runs_the_default_model_and_shows_every_map(make_napari_viewer,
     from napari_pkn._launch import arrange, grid_of, open_viewer
     from napari_pkn._qt import _settings
 
-    _settings.save({"kernel": "bilateral", "show_maps": False})
+    _settings.save({"task": "deblur", "kernel": "bilateral", "show_maps": False})
     viewer, widget = open_viewer(run=True, viewer=make_napari_viewer())
     wait(qtbot, widget)
-    assert widget.form.kernel.currentData() == "nlm" and widget.form.show_maps.isChecked()
+    assert widget.form.task.currentData() == "denoise"
+    assert widget.form.kernel.currentData() == catalogue().tasks["denoise"]
+    assert widget.form.show_maps.isChecked()
     arrange(viewer)
     names = [ly.name for ly in viewer.layers]
     assert names[-1] == "fluorescence (clean reference)"

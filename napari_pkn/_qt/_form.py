@@ -42,19 +42,20 @@ def _combo(items: dict) -> QComboBox:
 
 
 class OptionsForm(QWidget):
-    """What to run. Rows not used by the chosen task are hidden.
+    """What to run. Rows not used by the chosen kernel are hidden.
 
     Parameters
     ----------
-    entries : list of napari_pkn._scripting.ModelEntry
-        The models to offer (the shipped ones).
-    tasks : list of str
-        All tasks; those without a model are listed but disabled.
+    catalogue : pkn._catalogue.Catalogue
+        What to offer (:func:`pkn.catalogue`): every task (those without a model are
+        listed but disabled), each task's models in the registry's order, its default
+        kernel preselected; each kernel's descriptor says which inputs it needs (a blur,
+        an output size) and so which rows are shown.
     """
 
-    def __init__(self, entries, tasks, parent=None):
+    def __init__(self, catalogue, parent=None):
         super().__init__(parent)
-        self._entries = list(entries)
+        self._catalogue = catalogue
         form = QFormLayout(self)
         form.setContentsMargins(0, 0, 0, 0)
         form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
@@ -62,8 +63,8 @@ class OptionsForm(QWidget):
         self.layer = QComboBox()
         self.layer.setToolTip("Image layers only (Labels, Points, Shapes are not images)")
         self.task = QComboBox()
-        for t in tasks:
-            n = sum(e.task == t for e in self._entries)
+        for t in catalogue.tasks:
+            n = len(catalogue.models_for(t))
             self.task.addItem(t if n else f"{t} (no model shipped yet)", t)
             if not n:
                 self.task.model().item(self.task.count() - 1).setEnabled(False)
@@ -106,6 +107,7 @@ class OptionsForm(QWidget):
         ):
             form.addRow(label, w)
         self.task.currentIndexChanged.connect(self._on_task)
+        self.kernel.currentIndexChanged.connect(self.update_rows)
         self.noise_mode.currentIndexChanged.connect(self.update_rows)
         self.blur_mode.currentIndexChanged.connect(self.update_rows)
         first = next((i for i in range(self.task.count()) if self._enabled(i)), 0)
@@ -122,33 +124,60 @@ class OptionsForm(QWidget):
                 w.setVisible(on)
 
     def _on_task(self, *_):
-        current = self.kernel.currentData()
+        current, cat = self.kernel.currentData(), self._catalogue
+        self.kernel.blockSignals(True)
         self.kernel.clear()
-        for e in self._entries:
-            if e.task == self.task.currentData():
-                self.kernel.addItem(e.name, e.name)
-                self.kernel.setItemData(
-                    self.kernel.count() - 1, e.description, Qt.ItemDataRole.ToolTipRole
-                )
-        from pkn.models.procedural import TASKS  # the task's default kernel (denoise: nlm)
-
+        for e in cat.models_for(self.task.currentData()):
+            self.kernel.addItem(e.name, e.name)
+            self.kernel.setItemData(
+                self.kernel.count() - 1, e.description, Qt.ItemDataRole.ToolTipRole
+            )
         i = self.kernel.findData(current)
-        if i < 0:
-            i = self.kernel.findData(TASKS.get(self.task.currentData()))
-        if i >= 0:
-            self.kernel.setCurrentIndex(i)
+        if i < 0:  # the task's default kernel
+            i = self.kernel.findData(cat.tasks.get(self.task.currentData()))
+        self.kernel.setCurrentIndex(max(i, 0) if self.kernel.count() else -1)
+        self.kernel.blockSignals(False)
         self.update_rows()
 
+    def select(self, layer=None, task=None, model=None, show_maps=None) -> None:
+        """Choose an input layer, a task, a model (by name) and/or whether maps are shown;
+        a choice that is not offered is ignored."""
+        for combo, value in ((self.task, task), (self.kernel, model)):
+            i = combo.findData(value) if value is not None else -1
+            if i >= 0 and (combo is not self.task or self._enabled(i)):
+                combo.setCurrentIndex(i)
+        if layer is not None and self.layer.findText(layer) >= 0:
+            self.layer.setCurrentText(layer)
+        if show_maps is not None:
+            self.show_maps.setChecked(bool(show_maps))
+
+    def model(self):
+        """The chosen model (a :class:`pkn._catalogue.ModelInfo`), or None."""
+        name, task = self.kernel.currentData(), self.task.currentData()
+        return next((m for m in self._catalogue.models_for(task) if m.name == name), None)
+
+    def descriptor(self):
+        """The chosen model's kernel descriptor (:class:`pkn.kernels.registry.Kernel`),
+        or None."""
+        m = self.model()
+        return None if m is None else self._catalogue.kernels.get(m.kernel)
+
+    def inputs(self) -> tuple[str, ...]:
+        """The per-call inputs the chosen kernel needs (``"blur"``, ``"size"``)."""
+        k = self.descriptor()
+        return () if k is None else tuple(k.inputs)
+
     def update_rows(self, *_):
-        """Show only the rows the current task and modes use."""
-        task, noise = self.task.currentData(), self.noise_mode.currentData()
+        """Show only the rows the chosen kernel and modes use."""
+        needs, noise = self.inputs(), self.noise_mode.currentData()
+        blur, psf = "blur" in needs, self.blur_mode.currentData() == "psf"
         self._show(self.sigma, noise == "gaussian")
         self._show(self.a, noise == "poisson-gaussian")
         self._show(self.b, noise == "poisson-gaussian")
-        self._show(self.blur_mode, task == "deblur")
-        self._show(self.blur_sigma, task == "deblur" and self.blur_mode.currentData() != "psf")
-        self._show(self.psf_layer, task == "deblur" and self.blur_mode.currentData() == "psf")
-        self._show(self.factor, task == "upsample")
+        self._show(self.blur_mode, blur)
+        self._show(self.blur_sigma, blur and not psf)
+        self._show(self.psf_layer, blur and psf)
+        self._show(self.factor, "size" in needs)
 
     def set_layers(self, names: list[str], prefer: str | None) -> None:
         """Offer ``names`` in the image and PSF combos (no signals); keep the current

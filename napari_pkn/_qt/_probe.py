@@ -78,8 +78,11 @@ class ProbePanel(QWidget):
             show_info("Run a restoration first; then click a pixel to see its kernel.")
             return None
         viewer, layer = owner.viewer, owner.input
-        if job.options.task == "upsample":
-            show_info("The kernel probe is not available for upsampling (no input grid).")
+        if job.kernel.pixel_grid != "input":
+            show_info(
+                f"The kernel probe is not available for {job.kernel.name} (its output "
+                "pixels do not sit on the input grid)."
+            )
             return None
         (h, w), lead = job.source.spatial, job.source.lead
         where = (*index, *pixel)

@@ -265,7 +265,7 @@ KERNELS = (
         params=(_sig("sigma1", "sigma1 (along x)"), _sig("sigma2", "sigma2 (along y)"), _RHO),
         radius=_radius,
         fixed_window=lambda r: {"size": 2 * r + 1},
-        glyphs=True,
+        glyphs=("sigma1", "sigma2", "rho"),
         grid=lambda t: {"sigma1": 4.0 * t, "sigma2": 4.0 * t, "rho": 0.0},
         example=lambda x, gen: (half_maps(x, sigma1=1.0, sigma2=2.0, rho=0.5), {}, {}),
         example_doc="gaussian(x, sigma1, sigma2, rho), half-res maps of 1.0, 2.0, 0.5",

@@ -13,8 +13,8 @@ descriptors branches on a kernel's name.
 Parameter conventions (see ``docs/CONVENTIONS.md``):
 
 * ``unit`` is ``"intensity"`` (input units; the network predicts a multiple of the local
-  noise std, ``remap="noise"``), ``"px"`` (pixels of the grid named by the descriptor's
-  ``pixel_grid``) or ``"none"`` (a correlation or a coefficient);
+  noise std, ``remap="noise"``), ``"px"`` (input pixels) or ``"none"`` (a correlation or
+  a coefficient);
 * ``low``/``high`` is the valid range (for ``"noise"`` parameters: of the multiplier);
 * ``init`` is the value an untrained network starts from.
 """
@@ -47,7 +47,7 @@ class Param:
     name : str
         Keyword the kernel function takes it by (``"sigma"``, ``"sigma1"``, ...).
     unit : {"intensity", "px", "none"}
-        What its values measure.
+        What its values measure: the input's intensity units, input pixels, or nothing.
     low, high : float
         Valid range. For ``remap="noise"``: range of the multiplier of the noise std.
     init : float
@@ -165,10 +165,11 @@ class Kernel:
         leading axes of an input are then split into stacks of that many dimensions
         instead of planes (:func:`pkn.restore` reads this, nothing else does).
     pixel_grid : {"input", "output"}
-        Which grid ``"px"`` parameters and the probe's pixel refer to.
-    glyphs : bool
-        The maps ``sigma1, sigma2, rho`` describe a covariance: napari draws orientation
-        glyphs.
+        The grid of the output (and of the probe's pixel): the input's, or another one
+        (resampling). ``"px"`` parameters are always in input pixels.
+    glyphs : tuple of str
+        Names of three maps ``(sigma along x, sigma along y, correlation)`` that describe
+        a 2x2 spatial covariance: napari draws orientation glyphs from them. Empty: none.
     probe_options : callable
         ``probe_options(options, channels) -> dict``: a model's fixed options as the probe
         of one channel needs them, given every channel of the image ``(1, C, H, W)``
@@ -210,7 +211,7 @@ class Kernel:
     inputs: tuple[str, ...] = ()
     spatial_axes: tuple[str, ...] = ("y", "x")
     pixel_grid: str = "input"
-    glyphs: bool = False
+    glyphs: tuple[str, ...] = ()
     probe_options: Callable | None = None
     weights_from_guide: bool = False
     fixed_window: Callable | None = None

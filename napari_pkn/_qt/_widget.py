@@ -19,11 +19,11 @@ from napari.utils.notifications import show_error, show_warning
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
 
-from . import _layers
-from ._qt import _settings
-from ._qt._form import OptionsForm
-from ._qt._probe import ProbePanel
-from ._qt._run import Failure, guarded, noise_text
+from .. import _layers
+from . import _settings
+from ._form import OptionsForm
+from ._probe import ProbePanel
+from ._run import Failure, guarded, noise_text
 
 __all__ = ["PKNWidget"]
 
@@ -50,7 +50,7 @@ class PKNWidget(QWidget):
 
     def __init__(self, napari_viewer):
         super().__init__()
-        from . import _scripting as eng  # loads the models' metadata, hence torch
+        from .. import _scripting as eng  # loads the models' metadata, hence torch
 
         self._eng = eng
         self.viewer = napari_viewer
@@ -62,7 +62,7 @@ class PKNWidget(QWidget):
         self._started = 0.0
 
         self._estimated_for = None  # the layer whose noise the form shows
-        self.form = OptionsForm(eng.catalogue(), eng.tasks())
+        self.form = OptionsForm(eng.catalogue())
         self.layer = self.form.layer
         self.run_button = QPushButton("Run")
         self.cancel_button = QPushButton("Cancel")
@@ -142,7 +142,7 @@ class PKNWidget(QWidget):
     def _options(self):
         f = self.form
         task, extra, blur = f.task.currentData(), None, None
-        if task == "deblur":
+        if "blur" in f.inputs():
             blur = f.blur_sigma.value()
             if f.blur_mode.currentData() == "psf":
                 name = f.psf_layer.currentText()
@@ -194,6 +194,18 @@ class PKNWidget(QWidget):
         self._set_running(worker)
         worker.start()
 
+    def when_idle(self, callback, first_ms: int = 500, poll_ms: int = 200) -> None:
+        """Call ``callback()`` from the event loop once nothing runs (checked after
+        ``first_ms``, then every ``poll_ms``)."""
+
+        def check():
+            if self.busy:
+                QTimer.singleShot(poll_ms, check)
+            else:
+                callback()
+
+        QTimer.singleShot(first_ms, check)
+
     def cancel(self) -> None:
         """Stop the running restoration at its next step (within about a second)."""
         if self._worker is not None:
@@ -228,7 +240,7 @@ class PKNWidget(QWidget):
         n = job.source.n_planes
         noise = noise_text(job.provenance()["noise"])
         self.status.setText(f"done: {n} plane{'s' * (n > 1)} in {seconds:.1f} s; noise {noise}")
-        if job.options.task != "upsample":
+        if job.kernel.pixel_grid == "input":  # the probe's pixel is an input pixel
             self.probe.info.setText("tick 'probe' and click a pixel to see its weights")
         if self.form.strength.value() != job.strength:
             self._timer.start()

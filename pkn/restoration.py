@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -35,13 +36,20 @@ class Restoration:
         pixels ``[s*i, s*i + s) x [s*j, s*j + s)``.
     info : dict
         Provenance: model name, file and SHA-256, kernel, task, noise used and how it
-        was obtained, strength, parameter count, package version.
+        was obtained, strength (and how ``"auto"`` chose it), parameter count, package
+        version; for denoising also ``whiteness``, the neighbour correlation of
+        :attr:`qc` (about 0 where only white noise was removed).
+    qc : numpy.ndarray or None
+        Denoising only: the residual ``(noisy - image) / noise std``, float32, in the
+        input's layout. About N(0, 1) where only noise was removed; structure (edges,
+        texture) that the filter took away stands out.
     """
 
     image: np.ndarray
     maps: dict = field(default_factory=dict)
     map_scale: float = 2.0
     info: dict = field(default_factory=dict)
+    qc: np.ndarray | None = None
 
 
 @contextmanager
@@ -114,7 +122,7 @@ class Restorer:
             or not (isinstance(scale, int | float) and np.isfinite(scale) and scale > 0)
         ):
             raise ValueError(f"upsampling needs scale= a positive factor, got {scale!r}.")
-        self.net, self.model_info = load_model(model or kernel)
+        self.net, self.model_info = _model(model, kernel, load_model)
         if self.net.kernel != kernel:
             name = self.model_info["name"]
             raise ValueError(f"model {name!r} drives kernel {self.net.kernel!r}, not {kernel!r}.")
@@ -129,12 +137,37 @@ class Restorer:
         with torch.no_grad():
             self.maps = self.net.predict_maps(x, self.noise_std, guide)  # half resolution
 
-    def render(self, strength: float = 1.0) -> Restoration:
-        """Run the classical filter with the cached maps times ``strength``."""
+    def auto_strength(self) -> tuple[float, dict]:
+        """The strength ``"auto"`` chooses: the minimum of SURE, Stein's unbiased estimate
+        of the error against the unknown clean image, for the noise model in use
+        (:func:`pkn._quality.sure_strength`); denoising only. Computed once per
+        :class:`Restorer`."""
+        if self.spec.task != "denoise":
+            raise ValueError(
+                f"strength='auto' is available for denoising, not {self.task}; give a number."
+            )
+        if getattr(self, "_auto", None) is None:
+            from ._quality import sure_strength
+
+            with _filter_threads():
+                self._auto = sure_strength(
+                    self.net, self.p.x, self.maps, self.noise_std, self.inputs
+                )
+        return self._auto
+
+    def render(self, strength: float | str = 1.0) -> Restoration:
+        """Run the classical filter with the cached maps times ``strength`` (a number
+        >= 0, or ``"auto"``: see :meth:`auto_strength`)."""
+        auto = None
+        if isinstance(strength, str) and strength == "auto":
+            strength, auto = self.auto_strength()
         strength = check_strength(strength)
         p, net = self.p, self.net
         with torch.no_grad(), _filter_threads():
             y = net.filter(p.x, self.maps, strength=strength, **self.inputs)
+        qc = None
+        if self.spec.task == "denoise":
+            qc = ((p.x - y) / self.noise_std)[:, 0].cpu().numpy().astype(np.float32)
         out = (y[:, 0] * p.scale + p.offset).cpu().numpy().astype(p.out_dtype, copy=False)
         mp = {}
         for name, m in self.spec.scaled(self.maps, strength).items():
@@ -142,9 +175,11 @@ class Restorer:
             mp[name] = (m[:, 0] * unit).cpu().numpy().astype(np.float32)
         if p.channel_axis is None:
             out, mp = out[0], {k: v[0] for k, v in mp.items()}
+            qc = None if qc is None else qc[0]
         else:
             out = np.moveaxis(out, 0, p.channel_axis)
             mp = {k: np.moveaxis(v, 0, p.channel_axis) for k, v in mp.items()}
+            qc = None if qc is None else np.moveaxis(qc, 0, p.channel_axis)
         mi = self.model_info
         info = {
             "model": mi["name"],
@@ -159,11 +194,19 @@ class Restorer:
             "map_scale": float(net.factor),
             "normalisation": {"offset": p.offset, "scale": p.scale},
         }
+        if auto is not None:
+            info["strength_auto"] = auto
+        if qc is not None:
+            from ._quality import whiteness
+
+            info["whiteness"] = whiteness(
+                np.moveaxis(qc, p.channel_axis, 0) if p.channel_axis is not None else qc
+            )
         if "blur" in self.spec.inputs:
             info["blur"] = self.blur if np.ndim(self.blur) < 2 else "psf array"
         if "size" in self.spec.inputs:
             info["scale"] = float(self.scale)
-        return Restoration(out, mp, float(net.factor), info)
+        return Restoration(out, mp, float(net.factor), info, qc)
 
     def probe(self, pixel: tuple[int, int], channel: int = 0, strength: float = 1.0):
         """The weights the filter applied at input ``pixel`` (row, col) of ``channel``.
@@ -205,6 +248,21 @@ class Restorer:
         )
 
 
+def _model(model, kernel: str, load_model):
+    """``(net, info)`` for a shipped name, a file path or a model object."""
+    from .models.pkn_model import PKNModel
+
+    if isinstance(model, PKNModel):
+        net = copy.deepcopy(model).eval().requires_grad_(False)
+        info = dict(getattr(model, "provenance", None) or {})
+        info.setdefault("name", f"{model.kernel} (in memory)")
+        info.setdefault("sha256", None)
+        info.setdefault("path", None)
+        info["n_parameters"] = sum(q.numel() for q in net.parameters())
+        return net, info
+    return load_model(model or kernel)
+
+
 def restore(
     image,
     task: str = "denoise",
@@ -237,12 +295,16 @@ def restore(
         Deblurring only: Gaussian sigma (px), ``(sigma_y, sigma_x, rho)`` or a PSF.
     scale : float
         Upsampling only: the factor (any positive number, e.g. 1.5).
-    strength : float
+    strength : float or "auto"
         Multiplies the predicted maps (the user's knob; 1 = as trained, 0 = identity).
+        ``"auto"`` (denoising): the strength that minimises SURE (Stein's unbiased risk
+        estimate) for the noise model, chosen without a clean image; see
+        ``.info["strength_auto"]``.
     channel_axis : int, optional
         Axis of the channels; each channel is filtered with its own maps.
-    model : str or path, optional
-        A shipped model name or a ``.safetensors`` file (default: the kernel's model).
+    model : str, path or PKNModel, optional
+        A shipped model name, a ``.safetensors`` file, or a model object (e.g. from
+        :func:`pkn.adapt`); default: the kernel's shipped model.
     device : str or torch.device, optional
 
     Returns

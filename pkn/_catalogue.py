@@ -74,8 +74,16 @@ def _info(ref: str, shipped: bool) -> ModelInfo:
 
 def add_model(path) -> ModelInfo:
     """Register a model file for this session; it is listed with the shipped ones."""
+    from .models.io import list_models
+
     p = Path(path)
     info = _info(str(p), shipped=False)  # validates the file (clear errors)
+    taken = set(list_models()) | {m.name for k, m in _ADDED.items() if k != str(p.resolve())}
+    if info.name in taken:
+        raise ValueError(
+            f"a model named {info.name!r} is already listed; rename the file {p.name!r} "
+            "(models are chosen by name)."
+        )
     _ADDED[str(p.resolve())] = info
     return info
 

@@ -194,6 +194,9 @@ class Restorer:
             "map_scale": float(net.factor),
             "normalisation": {"offset": p.offset, "scale": p.scale},
         }
+        adapted = (mi.get("info") or {}).get("adaptation")
+        if adapted:
+            info["adaptation"] = adapted
         if auto is not None:
             info["strength_auto"] = auto
         if qc is not None:

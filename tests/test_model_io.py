@@ -196,3 +196,39 @@ def test_loaded_models_are_independent(tmp_path):
     assert b.net.head.bias.dtype == torch.float32
     assert torch.equal(b.net.head.bias.detach(), original)
     assert info_b["info"] == {"k": 1}
+
+
+@pytest.mark.parametrize("content", [b"", b"garbage", b"\x08\x00\x00\x00\x00\x00\x00\x00{}"])
+def test_damaged_file_is_named_in_a_value_error(tmp_path, content):
+    bad = tmp_path / "damaged.safetensors"
+    bad.write_bytes(content)
+    with pytest.raises(ValueError, match="damaged.safetensors"):
+        load_model(bad)
+
+
+def test_truncated_model_file_is_named(tmp_path):
+    data = model_path("nlm").read_bytes()
+    cut = tmp_path / "cut.safetensors"
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="cut.safetensors"):
+        load_model(cut)
+
+
+def test_catalogue_refuses_a_second_model_of_the_same_name(tmp_path, monkeypatch):
+    import shutil
+
+    import pkn._catalogue
+    from pkn._catalogue import add_model, catalogue
+
+    monkeypatch.setattr(pkn._catalogue, "_ADDED", {})  # this session's list, restored after
+
+    copy = tmp_path / "nlm.safetensors"
+    shutil.copy(model_path("nlm"), copy)
+    with pytest.raises(ValueError, match="already listed"):
+        add_model(copy)
+    other = tmp_path / "my-nlm.safetensors"
+    shutil.copy(model_path("nlm"), other)
+    info = add_model(other)
+    assert info.name == "my-nlm" and not info.shipped
+    assert "my-nlm" in [m.name for m in catalogue().models_for("denoise")]
+

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-import pkn
 import torch
 
+import pkn
 from pkn._quality import qc_map, sure_strength, whiteness
 
 

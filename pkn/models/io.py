@@ -107,8 +107,14 @@ def _read(path: str, sha: str) -> tuple[dict, dict, str]:
     from safetensors import safe_open
     from safetensors.torch import load_file
 
-    with safe_open(path, framework="pt") as f:
-        meta = f.metadata() or {}
+    try:
+        with safe_open(path, framework="pt") as f:
+            meta = f.metadata() or {}
+    except Exception as e:  # safetensors raises its own error type for damaged files
+        raise ValueError(
+            f"{path} is not a readable PKN model file (a .safetensors file written by "
+            f"pkn): {e}"
+        ) from None
     if meta.get("format") != FORMAT:
         raise ValueError(
             f"{path} is not a PKN model file (metadata format={meta.get('format')!r})."
@@ -118,4 +124,8 @@ def _read(path: str, sha: str) -> tuple[dict, dict, str]:
             f"{path} has PKN format version {meta.get('format_version')!r}; this napari-pkn "
             f"reads version {FORMAT_VERSION}."
         )
-    return meta, load_file(path), sha  # load_state_dict copies: the cache stays pristine
+    try:
+        state = load_file(path)
+    except Exception as e:
+        raise ValueError(f"{path}: the model's weights cannot be read: {e}") from None
+    return meta, state, sha  # load_state_dict copies: the cache stays pristine

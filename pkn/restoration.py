@@ -108,6 +108,11 @@ class Restorer:
         spec = get_spec(kernel)
         if spec.task != task:
             raise ValueError(f"kernel {kernel!r} does {spec.task}, not {task}.")
+        if spec.ndim != 2:
+            raise ValueError(
+                f"kernel {kernel!r} filters over {spec.spatial_axes}; pkn.restore handles "
+                "kernels over (y, x) planes only so far."
+            )
         self.task, self.kernel, self.spec, self.blur, self.scale = task, kernel, spec, blur, scale
         self.inputs: dict = {}
         if "blur" in spec.inputs:

@@ -188,3 +188,16 @@ def test_filter_runs_single_threaded_off_the_main_thread_and_restores_the_count(
         np.testing.assert_allclose(out["y"], r.render().image, rtol=1e-6, atol=1e-7)
     finally:
         torch.set_num_threads(before)
+
+
+def test_restorer_reads_the_kernels_spatial_dimensionality(monkeypatch):
+    """A kernel over (z, y, x) is refused clearly until the stack path handles it."""
+    from dataclasses import replace
+
+    import pkn.restoration as R
+    from pkn.kernels.registry import get
+
+    volumetric = replace(get("nlm"), spatial_axes=("z", "y", "x"))
+    monkeypatch.setattr(R, "get_spec", lambda name: volumetric)
+    with pytest.raises(ValueError, match=r"\('z', 'y', 'x'\)"):
+        R.Restorer(np.zeros((8, 8), np.float32), kernel="nlm")

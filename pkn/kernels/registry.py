@@ -161,9 +161,12 @@ class Kernel:
         resampling).
     spatial_axes : tuple of str
         The trailing axes the kernel filters over, ``("y", "x")`` for every kernel so far.
-        A kernel over ``("z", "y", "x")`` or ``("t", "y", "x")`` declares them here; the
-        leading axes of an input are then split into stacks of that many dimensions
-        instead of planes (:func:`pkn.restore` reads this, nothing else does).
+        A kernel over ``("z", "y", "x")`` or ``("t", "y", "x")`` declares them here, and
+        the one place that splits an input into what the kernel filters at once (the
+        input preparation of :class:`pkn.Restorer`, which reads :attr:`ndim`) hands it
+        ``ndim``-dimensional blocks instead of planes; every other layer passes the
+        blocks through. Until such a kernel exists, ``Restorer`` refuses ``ndim != 2``
+        with a clear error.
     pixel_grid : {"input", "output"}
         The grid of the output (and of the probe's pixel): the input's, or another one
         (resampling). ``"px"`` parameters are always in input pixels.

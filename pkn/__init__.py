@@ -12,8 +12,10 @@ from ._version import __version__
 
 __all__ = [
     "Restoration",
+    "NoiseModel",
     "Restorer",
     "__version__",
+    "calibrate",
     "catalogue",
     "estimate_noise",
     "kernels",
@@ -27,6 +29,8 @@ _LAZY = {
     "Restorer": ("pkn.restoration", "Restorer"),
     "estimate_noise": ("pkn.restoration", "estimate_noise"),
     "catalogue": ("pkn._catalogue", "catalogue"),
+    "calibrate": ("pkn.noise", "calibrate"),
+    "NoiseModel": ("pkn.noise", "NoiseModel"),
     "kernels": ("pkn.kernels", None),
     "samples": ("pkn.samples", None),
 }

@@ -3,12 +3,13 @@ range (:func:`prepare`) and the noise model (:func:`estimate_noise`)."""
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from .noise import estimate_awgn, estimate_poisson_gaussian, noise_std_map
+from .noise import calibrate, estimate_awgn, noise_std_map
 
 __all__ = ["Prepared", "check_strength", "estimate_noise", "prepare"]
 
@@ -85,24 +86,37 @@ def _noise(p: Prepared, noise):
     """Per-channel noise std maps in normalised units, and a description."""
     x = p.x
     if noise is None or (isinstance(noise, str) and noise == "auto"):
-        a, b = estimate_poisson_gaussian(x)
-        mean = float(x.mean())
-        if a * max(mean, 1e-3) <= 0.25 * max(b, 0.0):  # signal-dependent part negligible
+        if min(x.shape[-2:]) < 8:  # too small for calibrate: the finest Haar details
             s = [estimate_awgn(x[c]) for c in range(x.shape[0])]
             desc = {
                 "model": "awgn",
                 "sigma": [v * p.scale for v in s],
-                "estimated": "Haar MAD per channel (1.4826 * median |HH|)",
+                "estimated": "Haar MAD per channel (image under 8x8 pixels)",
             }
             return torch.tensor(s, dtype=x.dtype).view(-1, 1, 1, 1).clamp_min(1e-6), desc
-        a_in = a * p.scale  # back to input units: var = a_in * v + b_in
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a noiseless channel: its std is floored below
+            models = [calibrate(x[c, 0].cpu().numpy()) for c in range(x.shape[0])]
+        if all(m.kind == "awgn" for m in models):
+            std = torch.tensor([m.std_at_mean for m in models], dtype=x.dtype, device=x.device)
+            std = std.view(-1, 1, 1, 1).clamp_min(1e-6)
+        else:
+            H, W = x.shape[-2:]
+            std = torch.cat(
+                [noise_std_map(x[c : c + 1], m).expand(1, 1, H, W) for c, m in enumerate(models)]
+            )
+        inp = [m.normalised(-p.offset / p.scale, 1.0 / p.scale) for m in models]  # input units
         desc = {
-            "model": "poisson-gaussian",
-            "a": a_in,
-            "b": b * p.scale**2 - a_in * p.offset,
-            "estimated": "binned Haar MAD variances, weighted least squares",
+            "model": "awgn" if all(m.kind == "awgn" for m in inp) else "poisson-gaussian",
+            "sigma": [m.std_at_mean for m in inp],  # marginal std at each channel's mean
+            "estimated": "pkn.noise.calibrate per channel (marginal variance a * x + b)",
+            "rho": [list(m.rho) for m in inp],
+            "correlation_length": [m.length for m in inp],
         }
-        return noise_std_map(x, (a, b)), desc
+        if desc["model"] == "poisson-gaussian":
+            desc["a"] = [m.a for m in inp]
+            desc["b"] = [m.b for m in inp]
+        return std, desc
     if isinstance(noise, tuple | list):
         if len(noise) != 2:
             raise ValueError(f"Poisson-Gaussian noise is a pair (a, b), got {noise!r}.")

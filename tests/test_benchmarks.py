@@ -1,9 +1,9 @@
 """The repository's benchmarks (``python -m benchmarks <name>``, not installed).
 
-Smoke tests of ``deblur``, ``upsample``, ``microscopy`` and ``table1`` on tiny synthetic
-images written to ``tmp_path``, with untrained throwaway models; of ``restore`` on a
-tiny image with the shipped models; of ``kernels`` on a tiny image, every kernel of the
-registry; and of the data root (``--data`` / ``$PKN_DATA``).
+Smoke tests of ``deblur``, ``upsample`` and ``table1`` on tiny synthetic images written
+to ``tmp_path``, with untrained throwaway models (``microscopy``: its own test file); of
+``restore`` on a tiny image with the shipped models; of ``kernels`` on a tiny image,
+every kernel of the registry; and of the data root (``--data`` / ``$PKN_DATA``).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import torch
 from scipy.ndimage import gaussian_filter
 from skimage import io
 
-from benchmarks import _common, _measure, deblur, microscopy, restore_speed, upsample
+from benchmarks import _common, _measure, deblur, restore_speed, upsample
 from benchmarks import kernels as kernels_bench
 from pkn.kernels.registry import get, names
 from pkn.models.io import save_model
@@ -141,31 +141,6 @@ def test_upsample_exact_factor():
     assert hr.shape == (30, 30) and lr.shape == (10, 10) and lr.std() > 0
     assert upsample.lanczos(lr, (30, 30)).shape == (30, 30)
     assert upsample.bicubic(lr, (30, 30)).shape == (30, 30)
-
-
-# --------------------------------------------------------------------------- microscopy
-def test_microscopy_table(tmp_path, models, capsys):
-    rng = np.random.default_rng(0)
-    clean = _smooth((32, 32), 3)
-    noisy = np.clip(0.5 * clean + 20 + 8 * rng.standard_normal(clean.shape), 0, 255)
-    noisy = noisy.astype(np.uint8)
-    _write(tmp_path / "w2s" / "noisy" / "input_avg1_001_0.tif", noisy)
-    _write(tmp_path / "w2s" / "clean" / "target_avg400_001_0.tif", clean)
-    _write(tmp_path / "srdtrans" / "noisy" / "0.png", noisy)
-    _write(tmp_path / "srdtrans" / "clean" / "0.png", clean)
-    argv = ["--data", str(tmp_path), "--model", models["nlm"], "--threads", "1"]
-    rc, out, _ = _run(microscopy, argv, capsys)
-    assert rc == 0
-    assert "| data set | images | noisy | skimage | pkn | pkn noise model (estimated) |" in out
-    assert "| w2s | 1 |" in out and "| srdtrans | 1 |" in out
-    assert "pkn noise estimate:" in out  # per-image progress says what was estimated
-
-
-def test_microscopy_unpaired_is_a_clear_error(tmp_path, capsys):
-    _write(tmp_path / "w2s" / "noisy" / "input_avg1_001_0.tif", _smooth((16, 16), 0))
-    _write(tmp_path / "w2s" / "clean" / "target_avg400_002_0.tif", _smooth((16, 16), 0))
-    rc, _, err = _run(microscopy, ["--data", str(tmp_path), "--rows", "noisy"], capsys)
-    assert rc == 2 and "no clean image" in err
 
 
 # --------------------------------------------------------------------------- helpers

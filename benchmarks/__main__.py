@@ -33,6 +33,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
         "GAT + BM3D, GAT + NLM and the kernel's oracles, affine-fit PSNR",
     ),
     "noise": ("benchmarks.noise:main", "noise calibration vs the truth: synthetic and real pairs"),
+    "contention": ("benchmarks.contention:main", "pkn.restore solo vs 2 processes at once"),
 }
 
 

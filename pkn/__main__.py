@@ -13,6 +13,7 @@ import sys
 COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("demo",): ("pkn.demo:main", "denoise a bundled sample headless; results go to out/"),
     ("train",): ("pkn.training.cli:main", "train a PKN model (writes the model and its card)"),
+    ("restore",): ("pkn._batch:main", "restore TIFF/PNG/OME-Zarr files, folders and globs"),
 }
 
 # commands that left the installed library for the repository: word -> where they are now

@@ -11,7 +11,7 @@ import torch
 
 from .noise import calibrate, estimate_awgn, noise_std_map
 
-__all__ = ["Prepared", "check_strength", "estimate_noise", "prepare"]
+__all__ = ["Prepared", "Stack", "check_strength", "estimate_noise", "prepare", "stack_noise"]
 
 _DTYPES = (np.uint8, np.uint16, np.float32, np.float64)
 
@@ -138,11 +138,185 @@ def _noise(p: Prepared, noise):
     return noise_std_map(x, s / p.scale), desc
 
 
-def estimate_noise(image, channel_axis: int | None = None) -> dict:
+def estimate_noise(image, channel_axis: int | None = None, per_plane: bool = False) -> dict:
     """The noise model :func:`restore` would use for ``image`` with ``noise=None``.
 
     Returns the same description as ``Restoration.info["noise"]``: ``{"model": "awgn",
     "sigma": [per channel], ...}`` or ``{"model": "poisson-gaussian", "a": ..., "b": ...}``,
-    in the input's units, with how it was estimated.
+    in the input's units, with how it was estimated. Stacks ``(..., y, x)``: all planes
+    pooled (``"scope": "stack"``) unless ``per_plane``.
     """
-    return _noise(prepare(image, channel_axis), None)[1]
+    return stack_noise(Stack(image, channel_axis, per_plane), None)[1]
+
+
+def _check_channel_axis(channel_axis, ndim: int) -> int | None:
+    """``channel_axis`` as a non-negative axis of an ``ndim``-D image, or a ValueError
+    naming the value and the accepted range."""
+    if channel_axis is None:
+        return None
+    ok = isinstance(channel_axis, int | np.integer) and not isinstance(
+        channel_axis, bool | np.bool_
+    )
+    if ndim < 3:
+        raise ValueError(
+            f"channel_axis={channel_axis!r} needs an image with >= 3 dimensions (channels "
+            f"plus y, x), got a {ndim}-D image."
+        )
+    if not ok or not -ndim <= channel_axis < ndim:
+        raise ValueError(
+            f"channel_axis must be an integer in [{-ndim}, {ndim - 1}] for a {ndim}-D "
+            f"image, got {channel_axis!r}."
+        )
+    return int(channel_axis) % ndim
+
+
+class Stack:
+    """A validated ``(..., [C,] H, W)`` image as planes, without a working copy.
+
+    ``a`` is a view of the input with the channel axis (if any) moved just before
+    ``(H, W)``: ``lead + (C, H, W)``. :meth:`plane` returns one plane normalised to the
+    network's working range as a :class:`Prepared` (``x`` ``(C, 1, H, W)``).
+    ``offset``/``scale`` hold one value per plane (all equal unless ``per_plane``).
+    """
+
+    def __init__(self, image, channel_axis=None, per_plane: bool = False):
+        if not isinstance(per_plane, bool | np.bool_):
+            raise ValueError(f"per_plane must be True or False, got {per_plane!r}.")
+        a = np.asarray(image)
+        if a.dtype not in _DTYPES:
+            raise TypeError(
+                f"image dtype {a.dtype} is not supported; use uint8, uint16, float32 or float64."
+            )
+        if a.ndim < 2:
+            raise ValueError(f"image has shape {a.shape}; need (..., y, x) with at least 2-D.")
+        ca = _check_channel_axis(channel_axis, a.ndim)
+        if ca is None and a.ndim >= 3 and a.shape[-1] in (3, 4):
+            raise ValueError(
+                f"image has shape {a.shape}: the last axis (x) has {a.shape[-1]} entries. "
+                "If it holds colour channels pass channel_axis=-1; leading axes other than "
+                "channel_axis are planes (z, t, ...) of (y, x) images."
+            )
+        self.shape, self.ndim, self.channel_axis = a.shape, a.ndim, ca
+        a = a[..., None, :, :] if ca is None else np.moveaxis(a, ca, -3)
+        self.a = a
+        self.lead = tuple(a.shape[:-3])
+        self.n = int(np.prod(self.lead, dtype=np.int64))
+        if self.n == 0:
+            raise ValueError(f"image is empty (shape {self.shape}).")
+        if min(a.shape[-2:]) < 2:
+            raise ValueError(f"image is {a.shape[-2]}x{a.shape[-1]} pixels; need at least 2x2.")
+        self.per_plane = bool(per_plane)
+        self.out_dtype = np.float64 if a.dtype == np.float64 else np.float32
+        for i in range(self.n):
+            if a.dtype.kind == "f" and not np.isfinite(self.raw(i)).all():
+                raise ValueError("image contains NaN or Inf values; replace them first.")
+        if per_plane or self.n == 1:
+            rng = [self._range(self.raw(i)[None]) for i in range(self.n)]
+        else:
+            rng = [self._range(self._sub())] * self.n
+        self.offset = [r[0] for r in rng]
+        self.scale = [r[1] for r in rng]
+
+    def index(self, i: int) -> tuple:
+        """The leading-axes index of flat plane ``i``."""
+        return tuple(int(j) for j in np.unravel_index(i, self.lead)) if self.lead else ()
+
+    def raw(self, i: int) -> np.ndarray:
+        """Plane ``i`` as a ``(C, H, W)`` view of the input."""
+        return self.a[self.index(i)]
+
+    def _sub(self) -> np.ndarray:
+        """A regular subsample of all planes (about 1 M values per channel)."""
+        H, W = self.a.shape[-2:]
+        step = max(1, int(np.sqrt(self.n * H * W / 1e6)))
+        return np.stack([self.raw(i)[:, ::step, ::step] for i in range(self.n)])
+
+    def _range(self, planes: np.ndarray) -> tuple[float, float]:
+        """``(offset, scale)`` from the 0.1 and 99.9 percentiles, as :func:`prepare`:
+        ``planes`` is one plane ``(1, C, H, W)`` or a subsample of all."""
+        wd = np.float64 if self.out_dtype is np.float64 else np.float32
+        H, W = planes.shape[-2:]
+        step = max(1, int(np.sqrt(H * W / 1e6))) if len(planes) == 1 else 1
+        lo, hi = (
+            float(v) for v in np.percentile(planes[..., ::step, ::step].astype(wd), [0.1, 99.9])
+        )
+        if not hi > lo:
+            if len(planes) == 1:
+                lo, hi = float(planes.min()), float(planes.max())
+            else:  # the whole stack, plane by plane
+                lo = min(float(self.raw(i).min()) for i in range(self.n))
+                hi = max(float(self.raw(i).max()) for i in range(self.n))
+        return lo, (hi - lo if hi > lo else 1.0)
+
+    def plane(self, i: int, device=None) -> Prepared:
+        """Plane ``i`` normalised: a :class:`Prepared` with ``x`` ``(C, 1, H, W)``."""
+        wd = np.float64 if self.out_dtype is np.float64 else np.float32
+        lo, s = self.offset[i], self.scale[i]
+        x = torch.from_numpy(((self.raw(i).astype(wd) - lo) / s)[:, None].copy())
+        if device is not None:
+            x = x.to(device)
+        ca = None if self.channel_axis is None else 0
+        return Prepared(x, lo, s, ca, 2 if ca is None else 3, self.out_dtype)
+
+
+def stack_noise(st: Stack, noise, planes: list | None = None):
+    """The noise of a stack: ``(std_of, desc)`` with ``std_of(i, p)`` the per-channel
+    noise std of plane ``i`` (its :class:`Prepared` ``p``) in normalised units.
+
+    One plane: exactly :func:`_noise`. ``per_plane``: :func:`_noise` on every plane.
+    Otherwise an estimated model pools all planes (per channel) and a given noise is
+    the same for every plane.
+    """
+    estimated = noise is None or (isinstance(noise, str) and noise == "auto")
+    if st.n == 1:
+        std, desc = _noise(planes[0] if planes else st.plane(0), noise)
+        return (lambda i, p: std), desc
+    if st.per_plane:
+        res = [_noise(st.plane(i), noise) for i in range(st.n)]
+        desc = (
+            {"scope": "plane", "planes": [d for _, d in res]}
+            if estimated
+            else dict(res[0][1], scope="plane")
+        )
+        return (lambda i, p: res[i][0].to(p.x.device)), desc
+    if not estimated:
+        desc = dict(_noise(st.plane(0), noise)[1], scope="stack")
+        return (lambda i, p: _noise(p, noise)[0]), desc
+    C, (H, W) = st.a.shape[-3], st.a.shape[-2:]
+    lo, s = st.offset[0], st.scale[0]
+    if min(H, W) < 8:
+        sig = [estimate_awgn(st.a[..., c, :, :].astype(np.float64)) for c in range(C)]
+        desc = {
+            "model": "awgn",
+            "sigma": sig,
+            "estimated": "Haar MAD per channel, planes pooled (planes under 8x8 pixels)",
+            "scope": "stack",
+        }
+        t = torch.tensor([v / s for v in sig]).view(-1, 1, 1, 1).clamp_min(1e-6)
+        return (lambda i, p: t.to(p.x)), desc
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        inp = [calibrate(st.a[..., c, :, :]) for c in range(C)]  # input units, pooled
+    models = [m.normalised(lo, s) for m in inp]
+    awgn = all(m.kind == "awgn" for m in models)
+    const = torch.tensor([m.std_at_mean for m in models]).view(-1, 1, 1, 1).clamp_min(1e-6)
+
+    def std_of(i, p):
+        if awgn:
+            return const.to(p.x)
+        return torch.cat(
+            [noise_std_map(p.x[c : c + 1], m).expand(1, 1, H, W) for c, m in enumerate(models)]
+        )
+
+    desc = {
+        "model": "awgn" if all(m.kind == "awgn" for m in inp) else "poisson-gaussian",
+        "sigma": [m.std_at_mean for m in inp],
+        "estimated": "pkn.noise.calibrate per channel, planes pooled (variance a * x + b)",
+        "rho": [list(m.rho) for m in inp],
+        "correlation_length": [m.length for m in inp],
+        "scope": "stack",
+    }
+    if desc["model"] == "poisson-gaussian":
+        desc["a"] = [m.a for m in inp]
+        desc["b"] = [m.b for m in inp]
+    return std_of, desc

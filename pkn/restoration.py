@@ -10,7 +10,8 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
-from ._input import _noise, check_strength, estimate_noise, prepare
+from ._input import Stack, check_strength, estimate_noise, prepare, stack_noise
+from ._threads import thread_policy
 from ._version import __version__
 from .models.procedural import get_spec, network_kernels, tasks, upsample_map
 
@@ -25,11 +26,12 @@ class Restoration:
     ----------
     image : numpy.ndarray
         Restored image, float32 (float64 for float64 input), in the input's units and
-        layout (upsampling: spatial axes scaled).
+        layout, stacks included (upsampling: the last two axes scaled).
     maps : dict of str to numpy.ndarray
         Parameter maps by name (``"sigma"``; ``"sigma1"``, ``"sigma2"``, ``"rho"``;
         ``"b"``, ``"c"``, ``"d"``), each ``(h, w)`` for gray input or with the channel
-        axis where the input had it. Sigmas of NLM/bilateral are in the input's units;
+        axis where the input had it; a stack's maps keep its leading axes
+        (``(z, h, w)``, ``(t, c, h, w)``, ...). Sigmas of NLM/bilateral are in the input's units;
         Gaussian sigmas in pixels (RBF: input pixels).
     map_scale : float
         Input pixels per map pixel along each axis: map pixel ``(i, j)`` covers input
@@ -94,6 +96,7 @@ class Restorer:
         blur=None,
         scale: float | None = None,
         channel_axis: int | None = None,
+        per_plane: bool = False,
         model=None,
         device=None,
     ):
@@ -131,16 +134,29 @@ class Restorer:
         if self.net.kernel != kernel:
             name = self.model_info["name"]
             raise ValueError(f"model {name!r} drives kernel {self.net.kernel!r}, not {kernel!r}.")
-        self.p = prepare(image, channel_axis, device=device)
+        self.stack = st = Stack(image, channel_axis, per_plane)
+        self.device = device
+        # plane 0 (the only one for a 2-D image): .p, .maps and .noise_std as before
+        self.p = st.plane(0, device)
         self.net = self.net.to(self.p.x.device, self.p.x.dtype)
-        self.noise_std, self.noise_info = _noise(self.p, noise)
+        self._std_of, self.noise_info = stack_noise(st, noise, [self.p])
         H, W = self.p.x.shape[-2:]
         if "size" in spec.inputs:
             self.inputs["size"] = (max(1, round(H * scale)), max(1, round(W * scale)))
-        x = self.p.x
-        guide = x.mean(0, keepdim=True).expand_as(x) if self.net.guided and len(x) > 1 else None
-        with torch.no_grad():
-            self.maps = self.net.predict_maps(x, self.noise_std, guide)  # half resolution
+        self._maps = []
+        with thread_policy():
+            for i in range(st.n):
+                p = self.p if i == 0 else st.plane(i, device)
+                std = self._std_of(i, p)
+                if i == 0:
+                    self.noise_std = std
+                x = p.x
+                guide = (
+                    x.mean(0, keepdim=True).expand_as(x) if self.net.guided and len(x) > 1 else None
+                )
+                with torch.no_grad():
+                    self._maps.append(self.net.predict_maps(x, std, guide))  # half resolution
+        self.maps = self._maps[0]
 
     def auto_strength(self) -> tuple[float, dict]:
         """The strength ``"auto"`` chooses: the minimum of SURE, Stein's unbiased estimate
@@ -154,10 +170,14 @@ class Restorer:
         if getattr(self, "_auto", None) is None:
             from ._quality import sure_strength
 
-            with _filter_threads():
+            i = self.stack.n // 2  # a stack: the middle plane
+            p = self.p if i == 0 else self.stack.plane(i, self.device)
+            with thread_policy(filter=True), _filter_threads():
                 self._auto = sure_strength(
-                    self.net, self.p.x, self.maps, self.noise_std, self.inputs
+                    self.net, p.x, self._maps[i], self._std_of(i, p), self.inputs
                 )
+            if self.stack.n > 1:
+                self._auto[1]["plane"] = list(self.stack.index(i))
         return self._auto
 
     def render(self, strength: float | str = 1.0) -> Restoration:
@@ -167,24 +187,43 @@ class Restorer:
         if isinstance(strength, str) and strength == "auto":
             strength, auto = self.auto_strength()
         strength = check_strength(strength)
-        p, net = self.p, self.net
-        with torch.no_grad(), _filter_threads():
-            y = net.filter(p.x, self.maps, strength=strength, **self.inputs)
-        qc = None
-        if self.spec.task == "denoise":
-            qc = ((p.x - y) / self.noise_std)[:, 0].cpu().numpy().astype(np.float32)
-        out = (y[:, 0] * p.scale + p.offset).cpu().numpy().astype(p.out_dtype, copy=False)
-        mp = {}
-        for name, m in self.spec.scaled(self.maps, strength).items():
-            unit = p.scale if self.spec.param(name).unit == "intensity" else 1.0  # input units
-            mp[name] = (m[:, 0] * unit).cpu().numpy().astype(np.float32)
-        if p.channel_axis is None:
-            out, mp = out[0], {k: v[0] for k, v in mp.items()}
-            qc = None if qc is None else qc[0]
+        st, net = self.stack, self.net
+        out = mp = qc = None
+        wsum = np.zeros(3)
+        with thread_policy():
+            for i in range(st.n):
+                p = self.p if i == 0 else st.plane(i, self.device)
+                with torch.no_grad(), thread_policy(filter=True), _filter_threads():
+                    y = net.filter(p.x, self._maps[i], strength=strength, **self.inputs)
+                o = (y[:, 0] * p.scale + p.offset).cpu().numpy().astype(p.out_dtype, copy=False)
+                if out is None:
+                    out = np.empty(st.lead + o.shape, p.out_dtype)
+                out[st.index(i)] = o
+                for name, m in self.spec.scaled(self._maps[i], strength).items():
+                    unit = p.scale if self.spec.param(name).unit == "intensity" else 1.0
+                    m = (m[:, 0] * unit).cpu().numpy().astype(np.float32)
+                    if mp is None or name not in mp:
+                        mp = mp or {}
+                        mp[name] = np.empty(st.lead + m.shape, np.float32)
+                    mp[name][st.index(i)] = m
+                if self.spec.task == "denoise":
+                    q = ((p.x - y) / self._std_of(i, p))[:, 0].cpu().numpy().astype(np.float32)
+                    if qc is None:
+                        qc = np.empty(st.lead + q.shape, np.float32)
+                    qc[st.index(i)] = q
+                    if st.n > 1:
+                        wsum += _lag1(q)
+                del y
+        mp = mp or {}
+        if st.channel_axis is None:  # drop the channel axis of one
+            out, qc = out[..., 0, :, :], None if qc is None else qc[..., 0, :, :]
+            mp = {k: v[..., 0, :, :] for k, v in mp.items()}
         else:
-            out = np.moveaxis(out, 0, p.channel_axis)
-            mp = {k: np.moveaxis(v, 0, p.channel_axis) for k, v in mp.items()}
-            qc = None if qc is None else np.moveaxis(qc, 0, p.channel_axis)
+            ca = st.channel_axis
+            out = np.moveaxis(out, -3, ca)
+            mp = {k: np.moveaxis(v, -3, ca) for k, v in mp.items()}
+            qc = None if qc is None else np.moveaxis(qc, -3, ca)
+        p = self.p
         mi = self.model_info
         info = {
             "model": mi["name"],
@@ -199,6 +238,11 @@ class Restorer:
             "map_scale": float(net.factor),
             "normalisation": {"offset": p.offset, "scale": p.scale},
         }
+        if st.n > 1:
+            scope = "per plane" if st.per_plane else "per stack"
+            info["planes"] = {"shape": list(st.lead), "noise": scope, "normalisation": scope}
+            if st.per_plane:
+                info["normalisation"] = {"offset": st.offset, "scale": st.scale}
         adapted = (mi.get("info") or {}).get("adaptation")
         if adapted:
             info["adaptation"] = adapted
@@ -207,17 +251,23 @@ class Restorer:
         if qc is not None:
             from ._quality import whiteness
 
-            info["whiteness"] = whiteness(
-                np.moveaxis(qc, p.channel_axis, 0) if p.channel_axis is not None else qc
-            )
+            if st.n > 1:
+                info["whiteness"] = _whiteness_of(wsum)
+            else:
+                info["whiteness"] = whiteness(
+                    np.moveaxis(qc, st.channel_axis, 0) if st.channel_axis is not None else qc
+                )
         if "blur" in self.spec.inputs:
             info["blur"] = self.blur if np.ndim(self.blur) < 2 else "psf array"
         if "size" in self.spec.inputs:
             info["scale"] = float(self.scale)
         return Restoration(out, mp, float(net.factor), info, qc)
 
-    def probe(self, pixel: tuple[int, int], channel: int = 0, strength: float = 1.0):
-        """The weights the filter applied at input ``pixel`` (row, col) of ``channel``.
+    def probe(
+        self, pixel: tuple[int, int], channel: int = 0, strength: float = 1.0, plane: int = 0
+    ):
+        """The weights the filter applied at input ``pixel`` (row, col) of ``channel``
+        (of flat ``plane`` of a stack, in C order over the leading axes).
 
         Returns a :class:`pkn.kernels.Probe` whose weights multiply the input values
         (``value`` and ``bias`` in the input's units).
@@ -232,13 +282,16 @@ class Restorer:
                 "do not sit on the input grid)."
             )
         strength = check_strength(strength)
-        p = self.p
+        n = self.stack.n
+        if not (isinstance(plane, int | np.integer) and 0 <= plane < n):
+            raise ValueError(f"plane must be an integer in [0, {n - 1}], got {plane!r}.")
+        p = self.p if plane == 0 else self.stack.plane(int(plane), self.device)
         if not (isinstance(channel, int | np.integer) and 0 <= channel < len(p.x)):
             raise ValueError(f"channel must be an integer in [0, {len(p.x) - 1}], got {channel!r}.")
         H, W = p.x.shape[-2:]
         maps = {
             n: upsample_map(m, (H, W), self.net.factor)[channel : channel + 1]
-            for n, m in self.maps.items()
+            for n, m in self._maps[plane].items()
         }
         opts = dict(self.net.options)
         if spec.probe_options is not None:
@@ -254,6 +307,27 @@ class Restorer:
             bias=bias if abs(bias) > 1e-9 * max(1.0, abs(p.offset)) else 0.0,
             value=pr.value * p.scale + p.offset,
         )
+
+
+def _lag1(q: np.ndarray) -> np.ndarray:
+    """``(var, lag-1 y, lag-1 x)`` products of a residual plane ``(C, H, W)``, means
+    over its pixels (as :func:`pkn._quality.whiteness`, summed over planes)."""
+    r = q.astype(np.float64) - q.mean(axis=(-2, -1), keepdims=True, dtype=np.float64)
+    return np.array(
+        [
+            np.mean(r * r),
+            np.mean(r[..., 1:, :] * r[..., :-1, :]),
+            np.mean(r[..., :, 1:] * r[..., :, :-1]),
+        ]
+    )
+
+
+def _whiteness_of(s: np.ndarray) -> dict:
+    """:func:`pkn._quality.whiteness` of a stack from the sums of :func:`_lag1`."""
+    if s[0] <= 0:
+        return {"lag1_y": 0.0, "lag1_x": 0.0, "score": 0.0}
+    cy, cx = float(s[1] / s[0]), float(s[2] / s[0])
+    return {"lag1_y": round(cy, 4), "lag1_x": round(cx, 4), "score": round((cy + cx) / 2, 4)}
 
 
 def _model(model, kernel: str, load_model):
@@ -281,6 +355,7 @@ def restore(
     scale: float | None = None,
     strength: float = 1.0,
     channel_axis: int | None = None,
+    per_plane: bool = False,
     model=None,
     device=None,
 ) -> Restoration:
@@ -289,7 +364,30 @@ def restore(
     Parameters
     ----------
     image : array_like
-        2-D gray image, or 3-D with ``channel_axis``; uint8, uint16, float32 or float64.
+        ``(..., y, x)``: the last two axes are the plane, ``channel_axis`` (optional)
+        the channels, every other leading axis (z, t, ...) a stack of planes; uint8,
+        uint16, float32 or float64. Accepted shapes:
+
+        ======================  ================  ======================================
+        shape                   channel_axis      processed as
+        ======================  ================  ======================================
+        ``(y, x)``              None              one gray plane
+        ``(y, x, c)``           -1 (or 2)         one colour/multichannel plane
+        ``(c, y, x)``           0 (or -3)         one multichannel plane
+        ``(z, y, x)``           None              z gray planes, one by one
+        ``(t, z, y, x)``        None              t * z gray planes, one by one
+        ``(z, y, x, c)``        -1                z multichannel planes
+        ``(t, c, y, x)``        1 (or -3)         t multichannel planes
+        ``(..., y, x)``         None or an axis   any number of leading plane axes
+        ======================  ================  ======================================
+
+        Channels are combined only where the model was trained to combine colour
+        channels (e.g. NLM's joint patch distance); planes never are: each plane gets
+        its own network pass and filter. Without ``channel_axis`` a last axis of 3 or 4
+        entries on a 3-D or larger image is refused as ambiguous (pass
+        ``channel_axis=-1`` for colour). (y, x) are the last two axes once the channel
+        axis is set aside. Memory: planes are normalised one at a time (no float64
+        copy of a stack).
     task : {"denoise", "deblur", "upsample"}
     kernel : str, optional
         ``"nlm"`` (default for denoise), ``"bilateral"``, ``"gaussian"``,
@@ -310,6 +408,10 @@ def restore(
         ``.info["strength_auto"]``.
     channel_axis : int, optional
         Axis of the channels; each channel is filtered with its own maps.
+    per_plane : bool
+        Stacks only: estimate the noise and the normalisation of every plane on its own.
+        Default: one noise model (all planes pooled, per channel) and one normalisation
+        for the whole stack. ``.info["planes"]`` says which.
     model : str, path or PKNModel, optional
         A shipped model name, a ``.safetensors`` file, or a model object (e.g. from
         :func:`pkn.adapt`); default: the kernel's shipped model.
@@ -327,6 +429,7 @@ def restore(
         blur=blur,
         scale=scale,
         channel_axis=channel_axis,
+        per_plane=per_plane,
         model=model,
         device=device,
     )

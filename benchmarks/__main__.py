@@ -32,6 +32,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
         "real fluorescence noise (W2S, SRDTrans, bacteria16): PKN vs best Gaussian, "
         "GAT + BM3D, GAT + NLM and the kernel's oracles, affine-fit PSNR",
     ),
+    "adapt": ("benchmarks.adapt:main", "pkn.adapt: blind-spot on W2S, n2n vs clean target, time"),
     "noise": ("benchmarks.noise:main", "noise calibration vs the truth: synthetic and real pairs"),
     "contention": ("benchmarks.contention:main", "pkn.restore solo vs 2 processes at once"),
 }

@@ -31,17 +31,19 @@ def open_viewer(run: bool = False, show: bool = True, viewer=None):
     viewer.open_sample("napari-pkn", "fluorescence")
     _, widget = viewer.window.add_plugin_dock_widget("napari-pkn", "PKN restoration")
     widget.form.select(layer="fluorescence (noisy)")
-    if run:  # the demo: denoising with the task's default model, its maps shown
+    if run:  # the demo: denoising with the task's default model, its maps and QC shown
         from ._scripting import catalogue
 
         task = DEMO_TASK
-        widget.form.select(task=task, model=catalogue().tasks.get(task), show_maps=True)
+        model = catalogue().tasks.get(task)
+        widget.form.select(task=task, model=model, show_maps=True, show_qc=True)
         widget.run()
     return viewer, widget
 
 
 def arrange(viewer) -> None:
-    """Side by side in napari's grid: noisy, restored, parameter map(s), clean reference."""
+    """Side by side in napari's grid: noisy, restored, parameter map(s), QC map, clean
+    reference."""
     names = [layer.name for layer in viewer.layers]
     clean = next((n for n in names if "clean" in n), None)
     if clean is not None:

@@ -5,7 +5,8 @@ Geometry: a derived layer whose data index ``i`` lands on the input's data index
 offset through the input's rotation and shear, so it overlays the input exactly in world
 coordinates (parameter maps: factor 2, offset 0.5; upsampled output: factor
 ``n_in / n_out``, offset ``0.5 * n_in / n_out - 0.5``, the ``align_corners=False`` grid).
-Only numpy and napari are imported here (no torch).
+The QC map (denoising) is on the input grid, so it takes the input's geometry. Only numpy
+and napari are imported here (no torch).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ __all__ = [
     "map_style",
     "probe_spec",
     "put_layers",
+    "qc_spec",
     "require_image",
     "result_specs",
     "units_text",
@@ -168,15 +170,18 @@ def put_layers(viewer, specs: list[tuple]) -> list:
 
 # ---------------------------------------------------------------- output layers
 
+
 def base_name(layer_name: str, model: str) -> str:
     """``"cells [PKN nlm]"``: the name every output of one restoration starts with."""
     return f"{layer_name} [PKN {model}]"
 
 
-def result_specs(layer, job, show_maps: bool = True) -> list[tuple]:
-    """``(data, kwargs, type)`` for the restored image, its maps and orientation glyphs.
+def result_specs(layer, job, show_maps: bool = True, show_qc: bool | None = None) -> list:
+    """``(data, kwargs, type)`` for the restored image, its maps, orientation glyphs and
+    (denoising) the QC map.
 
-    ``job`` is a finished :class:`napari_pkn._scripting.Job` on ``layer``'s data.
+    ``job`` is a finished :class:`napari_pkn._scripting.Job` on ``layer``'s data;
+    ``show_qc`` (default: as ``show_maps``) makes the QC layer visible.
     """
     src, base, meta = job.source, base_name(layer.name, job.entry.name), job.provenance()
     (h, w), (ho, wo) = src.spatial, job.image.shape[len(src.lead) : len(src.lead) + 2]
@@ -212,7 +217,35 @@ def result_specs(layer, job, show_maps: bool = True) -> list[tuple]:
         specs.append((np.moveaxis(values, -1, 0) if src.rgb else values, kw, "image"))
     if kernel.glyphs and set(kernel.glyphs) <= set(job.maps):
         specs.append(vectors_spec(layer, job, show_maps))
+    if getattr(job, "qc", None) is not None:
+        specs.append(qc_spec(layer, job, show_maps if show_qc is None else show_qc))
     return specs
+
+
+QC_LIMITS = (-4.0, 4.0)  # in noise std: white noise stays pale, removed structure is saturated
+QC_COLORMAP = "coolwarm"  # diverging, neutral at 0: red where the result is darker
+
+
+def qc_spec(layer, job, visible: bool = False) -> tuple:
+    """The QC map, ``(input - result) / noise std``, over the result pixel for pixel:
+    about N(0, 1) noise where only noise was removed; structure shows as coloured edges.
+    RGB input gets a leading channel axis (as the maps)."""
+    src, meta = job.source, job.provenance()
+    data = np.moveaxis(job.qc, -1, 0) if src.rgb else job.qc
+    about = {
+        "label": "QC: residual (input - result) / noise std",
+        "units": "noise std",
+        "qc": "(input - result) / noise std; about N(0, 1) where only noise was removed",
+    }
+    kw = {
+        "name": f"{base_name(layer.name, job.entry.name)} qc",
+        "colormap": QC_COLORMAP,
+        "contrast_limits": QC_LIMITS,
+        "visible": visible,
+        "metadata": {"pkn": {**meta, **about}},
+        **derived_geometry(layer, extra_axis=src.rgb),
+    }
+    return data, kw, "image"
 
 
 def glyphs(
@@ -226,8 +259,8 @@ def glyphs(
 
     The covariance over ``(x, y)`` is ``[[s1^2, r s1 s2], [r s1 s2, s2^2]]``; each glyph
     is a segment along its principal axis (``names``: the kernel's
-    :attr:`~pkn.kernels.registry.Kernel.glyphs` maps ``s1, s2, r``), ``2 sqrt(lambda_max)`` input pixels long
-    (capped at the grid spacing), centred on its map pixel.
+    :attr:`~pkn.kernels.registry.Kernel.glyphs` maps ``s1, s2, r``), ``2 sqrt(lambda_max)``
+    input pixels long (capped at the grid spacing), centred on its map pixel.
 
     Returns
     -------

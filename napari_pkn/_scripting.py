@@ -3,8 +3,10 @@
 A :class:`Job` restores an Image layer's data plane by plane (leading axes such as t and
 z one plane at a time) with :class:`pkn.Restorer`: one network pass per plane, then the
 full-resolution filter. It keeps the restorers, so a new ``strength`` re-runs only the
-filter (:meth:`Job.render`) and the kernel probe reads the weights that were used.
-torch and pkn's submodules are imported inside functions only.
+filter (:meth:`Job.render`) and the kernel probe reads the weights that were used. For
+denoising it also keeps the QC map (the residual in units of the noise std) and its
+whiteness, and ``strength="auto"`` chooses one strength for the stack by SURE on one
+plane. torch and pkn's submodules are imported inside functions only.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ __all__ = ["Job", "Options", "Source", "catalogue", "restore_layer", "tasks"]
 _NATIVE = (np.uint8, np.uint16, np.float32, np.float64)
 MAX_FACTOR = 16.0
 MAX_OUTPUT_PIXELS = 1 << 27  # per plane, after upsampling (128 megapixels)
+AUTO_TASK = "denoise"  # the task Restorer.auto_strength (SURE) works for
 
 
 @dataclass
@@ -109,7 +112,7 @@ class Options:
     noise: Any = None
     blur: Any = None
     factor: float | None = None
-    strength: float = 1.0
+    strength: float | str = 1.0  # or "auto" (denoising): SURE on one plane
     extra: dict | None = None  # added to the provenance (e.g. the PSF layer's name)
 
 
@@ -145,8 +148,14 @@ def resolve(options: Options, source: Source):
                 "megapixels per plane; choose a smaller factor or crop the image."
             )
     s = o.strength
-    if not (isinstance(s, int | float) and math.isfinite(s) and s >= 0):
-        raise ValueError(f"strength must be a finite number >= 0, got {s!r}.")
+    if isinstance(s, str) and s == "auto":
+        if entry.task != AUTO_TASK:
+            raise ValueError(
+                f"strength='auto' chooses the strength for {AUTO_TASK} only (SURE needs a "
+                f"noise model); give {o.task} a number."
+            )
+    elif not (isinstance(s, int | float) and math.isfinite(s) and s >= 0):
+        raise ValueError(f"strength must be a finite number >= 0 or 'auto', got {s!r}.")
     return entry
 
 
@@ -160,35 +169,60 @@ def estimate_noise(plane: np.ndarray, rgb: bool) -> dict:
 
 class Job:
     """A restoration of one layer's data, plane by plane, kept in memory: ``image`` (the
-    restored stack), ``maps`` (name -> ``lead + (h, w)``, ``+ (C,)`` for RGB) and
+    restored stack), ``maps`` (name -> ``lead + (h, w)``, ``+ (C,)`` for RGB), ``qc``
+    (denoising: ``(input - result) / noise std``, the result's shape; else None) and
     ``restorers`` (plane index -> :class:`pkn.Restorer` with its cached maps).
 
     ``entry`` is the model (a :class:`pkn._catalogue.ModelInfo`); ``kernel`` is its
     kernel's descriptor (:class:`pkn.kernels.registry.Kernel`), from which the layers take
     their styles and the probe its availability.
+
+    With ``options.strength == "auto"`` the strength is chosen by
+    :meth:`pkn.Restorer.auto_strength` on plane ``auto_plane`` (default the first), which
+    is restored first, and used for every plane; :attr:`auto` keeps ``(strength, info)``.
     """
 
-    def __init__(self, source: Source, options: Options, entry, layer_name=None, kernel=None):
+    def __init__(
+        self,
+        source: Source,
+        options: Options,
+        entry,
+        layer_name=None,
+        kernel=None,
+        auto_plane: tuple | None = None,
+    ):
         self.source, self.options, self.entry = source, options, entry
         self.kernel = kernel if kernel is not None else catalogue().kernels[entry.kernel]
         self.layer_name = layer_name or source.name
-        self.strength = float(options.strength)
+        wants_auto = isinstance(options.strength, str) and options.strength == "auto"
+        self.wants_auto = wants_auto
+        self.strength = None if wants_auto else float(options.strength)
+        self.auto_plane = tuple(auto_plane) if auto_plane is not None else None
+        self.auto: tuple[float, dict] | None = None
         self.restorers: dict = {}
         self.infos: dict = {}
         self.image: np.ndarray | None = None
         self.maps: dict[str, np.ndarray] = {}
+        self.qc: np.ndarray | None = None
+        self.model_record: dict = {}  # the model file's own info (e.g. its adaptation)
 
     @property
     def total(self) -> int:
-        """Number of progress steps: a network pass and a filter run per plane."""
-        return 2 * self.source.n_planes
+        """Number of progress steps: a network pass and a filter run per plane (and the
+        strength search for ``"auto"``)."""
+        return 2 * self.source.n_planes + int(self.wants_auto)
 
     def run(self):
         """Restore every plane: a generator yielding ``(steps_done, total, message)``."""
         from pkn.restoration import Restorer
 
         src, o, n = self.source, self.options, self.source.n_planes
-        for k, idx in enumerate(np.ndindex(*src.lead)):
+        total, done = self.total, 0
+        order = list(np.ndindex(*src.lead))
+        if self.strength is None and self.auto_plane in order:  # its plane first
+            order.remove(self.auto_plane)
+            order.insert(0, self.auto_plane)
+        for k, idx in enumerate(order):
             where = f"layer {src.name!r}" + (f", plane {idx}" if src.lead else "")
             try:
                 r = Restorer(
@@ -202,11 +236,21 @@ class Job:
                     channel_axis=-1 if src.rgb else None,
                 )
                 self.restorers[idx] = r
-                yield 2 * k + 1, self.total, f"plane {k + 1}/{n}: maps predicted"
+                if not self.model_record:
+                    self.model_record = dict(r.model_info.get("info") or {})
+                done += 1
+                yield done, total, f"plane {k + 1}/{n}: maps predicted"
+                if self.strength is None:
+                    s, info = r.auto_strength()
+                    self.auto = (float(s), {**info, "plane": [int(i) for i in idx]})
+                    self.strength = float(s)
+                    done += 1
+                    yield done, total, f"strength {s:.2f} chosen by SURE on plane {k + 1}"
                 self.store(idx, r.render(self.strength))
             except (TypeError, ValueError) as e:
                 raise type(e)(f"{where}: {e}") from None
-            yield 2 * k + 2, self.total, f"plane {k + 1}/{n}: filtered"
+            done += 1
+            yield done, total, f"plane {k + 1}/{n}: filtered"
 
     def render(self, strength: float, first=None):
         """Re-run only the filter at ``strength``: yields ``(index, Restoration)``."""
@@ -214,30 +258,79 @@ class Job:
             yield idx, self.restorers[idx].render(strength)
 
     def store(self, index: tuple, res) -> None:
-        """Write one plane's :class:`pkn.Restoration` into :attr:`image` and :attr:`maps`."""
+        """Write one plane's :class:`pkn.Restoration` into :attr:`image`, :attr:`maps`
+        and :attr:`qc` (in place: layers made from them show the new values)."""
         lead = self.source.lead
         if self.image is None:
             self.image = np.empty(lead + res.image.shape, res.image.dtype)
             self.maps = {k: np.empty(lead + v.shape, v.dtype) for k, v in res.maps.items()}
+            qc = getattr(res, "qc", None)
+            self.qc = None if qc is None else np.empty(lead + qc.shape, np.float32)
         self.image[index] = res.image
         for k, v in res.maps.items():
             self.maps[k][index] = v
+        if self.qc is not None:
+            self.qc[index] = res.qc
         self.infos[index] = res.info
 
     def probe(self, index: tuple, pixel: tuple[int, int], channel: int = 0):
         """The weights the filter used at ``pixel`` of plane ``index`` (a pkn Probe)."""
         return self.restorers[index].probe(pixel, channel, self.strength)
 
+    @property
+    def strength_is_auto(self) -> bool:
+        """Whether the current strength is the one ``"auto"`` chose."""
+        return (
+            self.auto is not None
+            and self.strength is not None
+            and math.isclose(self.strength, self.auto[0], rel_tol=1e-6, abs_tol=1e-6)
+        )
+
     def provenance(self) -> dict:
-        """``layer.metadata["pkn"]``: pkn's info plus the input layer and the planes."""
-        planes = list(self.infos)
+        """``layer.metadata["pkn"]``: pkn's info plus the input layer and the planes.
+
+        Denoising adds ``whiteness`` (the residual's neighbour correlation; the mean over
+        planes for a stack, each plane's in ``whiteness_per_plane``); a strength chosen by
+        ``"auto"`` adds ``strength_auto`` (SURE's record, while the strength is still that
+        one); an adapted model adds ``adaptation`` (its card, base model and data).
+        """
+        planes = sorted(self.infos)
         meta = {**self.infos[planes[0]], "strength": self.strength}
+        meta.pop("strength_auto", None)
+        if self.strength_is_auto:
+            meta["strength_auto"] = self.auto[1]
         meta["input_layer"] = self.layer_name
         meta.update(self.options.extra or {})
         if self.source.lead:
             meta["planes"] = len(planes)
             meta["noise_per_plane"] = [self.infos[i]["noise"] for i in planes]
+            per = [self.infos[i]["whiteness"] for i in planes if "whiteness" in self.infos[i]]
+            if per:
+                meta["whiteness"] = {
+                    k: round(float(np.mean([w[k] for w in per])), 4) for k in per[0]
+                }
+                meta["whiteness_per_plane"] = per
+        adaptation = adaptation_summary(self.model_record, meta.get("model_file"))
+        if adaptation:
+            meta["adaptation"] = adaptation
         return meta
+
+
+def adaptation_summary(record: dict, model_file) -> dict:
+    """What a layer's provenance says about an adapted model (``{}`` for other models):
+    its card, base model, mode, data and training, from the record in the model file."""
+    from pathlib import Path
+
+    a = (record or {}).get("adaptation")
+    if not a:
+        return {}
+    card = Path(model_file).with_suffix(".md") if model_file else None
+    keys = ("mode", "kernel", "base_model", "data", "noise", "steps", "steps_done", "seed")
+    out = {"card": str(card) if card is not None and card.is_file() else None}
+    out.update({k: a[k] for k in keys if k in a})
+    if "napari" in a:
+        out["layers"] = a["napari"].get("layers")
+    return out
 
 
 def restore_layer(viewer, layer, task: str = "denoise", kernel: str | None = None, **options):
@@ -256,15 +349,18 @@ def restore_layer(viewer, layer, task: str = "denoise", kernel: str | None = Non
     **options
         ``noise`` (None = estimated, a sigma, or ``(a, b)``), ``blur`` (a Gaussian sigma,
         ``(sigma_y, sigma_x, rho)``, a 2-D array or an Image layer holding the PSF),
-        ``factor`` (upsampling), ``strength`` (default 1), ``maps`` (default True: the
-        map layers are visible).
+        ``factor`` (upsampling), ``strength`` (default 1; ``"auto"`` for denoising: the
+        strength minimising SURE on the first plane, used for every plane and recorded as
+        ``strength_auto``), ``maps`` (default True: the map layers are visible), ``qc``
+        (default: as ``maps``: the QC layer is visible).
 
     Returns
     -------
     list of napari.layers.Layer
         The restored image, one layer per parameter map (styled by the kernel's
-        descriptor), and orientation glyphs for kernels with a covariance (``glyphs``);
-        provenance in each ``metadata["pkn"]``.
+        descriptor), orientation glyphs for kernels with a covariance (``glyphs``) and,
+        for denoising, the QC layer ``"<name> qc"`` (residual / noise std, whiteness in
+        its provenance); provenance in each ``metadata["pkn"]``.
 
     Raises
     ------
@@ -278,6 +374,7 @@ def restore_layer(viewer, layer, task: str = "denoise", kernel: str | None = Non
             raise ValueError(f"no layer named {layer!r} in this viewer.")
         layer = viewer.layers[layer]
     show_maps = bool(options.pop("maps", True))
+    show_qc = bool(options.pop("qc", show_maps))
     unknown = set(options) - {"noise", "blur", "factor", "strength"}
     if unknown:
         raise TypeError(f"unknown options {sorted(unknown)}; see help(restore_layer).")
@@ -290,4 +387,4 @@ def restore_layer(viewer, layer, task: str = "denoise", kernel: str | None = Non
     job = Job(source, opts, resolve(opts, source), layer.name)
     for _ in job.run():
         pass
-    return put_layers(viewer, result_specs(layer, job, show_maps))
+    return put_layers(viewer, result_specs(layer, job, show_maps, show_qc))

@@ -11,10 +11,11 @@ import importlib
 from ._version import __version__
 
 __all__ = [
-    "Restoration",
     "NoiseModel",
+    "Restoration",
     "Restorer",
     "__version__",
+    "adapt",
     "calibrate",
     "catalogue",
     "estimate_noise",
@@ -28,6 +29,7 @@ _LAZY = {
     "Restoration": ("pkn.restoration", "Restoration"),
     "Restorer": ("pkn.restoration", "Restorer"),
     "estimate_noise": ("pkn.restoration", "estimate_noise"),
+    "adapt": ("pkn.adapt", None),  # a callable module: pkn.adapt(images, ...)
     "catalogue": ("pkn._catalogue", "catalogue"),
     "calibrate": ("pkn.noise", "calibrate"),
     "NoiseModel": ("pkn.noise", "NoiseModel"),

@@ -13,7 +13,8 @@ import sys
 COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("demo",): ("pkn.demo:main", "denoise a bundled sample headless; results go to out/"),
     ("train",): ("pkn.training.cli:main", "train a PKN model (writes the model and its card)"),
-    ("restore",): ("pkn._batch:main", "restore TIFF/PNG/OME-Zarr files, folders and globs"),
+    ("adapt",): ("pkn._adapt_cli:main", "adapt a denoising model to your images, no clean image"),
+    ("restore",): ("pkn._batch:main", "restore TIFF/PNG files, folders and globs"),
 }
 
 # commands that left the installed library for the repository: word -> where they are now

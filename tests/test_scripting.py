@@ -35,12 +35,14 @@ def test_restore_layer_adds_and_returns_layers(viewer, cells):
     layer = viewer.add_image(cells, name="cells", scale=(0.2, 0.2), units=("um", "um"))
     before = cells.copy()
     added = napari_pkn.restore_layer(viewer, layer, "denoise", "nlm", noise=6.0, strength=0.8)
-    out, sigma, spatial = added  # nlm: signal sigma and spatial sigma maps
+    out, sigma, spatial, qc = added  # nlm: signal sigma and spatial sigma maps; QC map
+    assert qc.metadata["pkn"]["units"] == "noise std"
     assert [ly.name for ly in viewer.layers] == [
         "cells",
         "cells [PKN nlm]",
         out.name + " sigma",
         out.name + " spatial_sigma",
+        out.name + " qc",
     ]
     assert spatial.data.shape == (32, 32)
     assert spatial.metadata["pkn"]["parameter"] == "spatial_sigma"
@@ -54,16 +56,18 @@ def test_restore_layer_adds_and_returns_layers(viewer, cells):
     assert sigma.metadata["pkn"]["parameter"] == "sigma"
     # by name, maps hidden; re-running replaces the layers in place instead of piling up
     again = napari_pkn.restore_layer(viewer, "cells", kernel="nlm", maps=False)
-    assert len(viewer.layers) == 4 and viewer.layers[1] is again[0]
+    assert len(viewer.layers) == 5 and viewer.layers[1] is again[0]
     assert not again[1].visible and again[0].metadata["pkn"]["noise"]["estimated"]
+    assert not again[-1].visible  # the QC map follows maps= unless qc= says otherwise
 
 
 def test_geometry_follows_rotation_and_shear(viewer, cells):
     layer = viewer.add_image(
         cells[:32, :32], scale=(0.5, 2.0), translate=(3, -4), rotate=25, shear=[0.2]
     )
-    out, sigma, _ = napari_pkn.restore_layer(viewer, layer)
+    out, sigma, _, qc = napari_pkn.restore_layer(viewer, layer)
     for ij in [(0, 0), (5, 9), (15, 2)]:
+        np.testing.assert_allclose(qc.data_to_world(ij), layer.data_to_world(ij), atol=1e-9)
         here = sigma.data_to_world(np.asarray(ij, float))
         there = layer.data_to_world(2 * np.asarray(ij, float) + 0.5)
         np.testing.assert_allclose(here, there, atol=1e-9)
@@ -97,8 +101,9 @@ def test_clear_errors(viewer, cells):
 
 def test_stacks_and_dtypes(viewer, cells):
     stack = np.stack([cells[:24, :24], cells[24:48, :24]]).astype(np.int16)
-    out, sigma, _ = napari_pkn.restore_layer(viewer, viewer.add_image(stack, name="t"))
+    out, sigma, _, qc = napari_pkn.restore_layer(viewer, viewer.add_image(stack, name="t"))
     assert out.data.shape == stack.shape and out.data.dtype == np.float32
+    assert qc.data.shape == stack.shape and qc.data.dtype == np.float32
     assert sigma.data.shape == (2, 12, 12) and out.metadata["pkn"]["planes"] == 2
     with pytest.raises(TypeError, match="bool pixels"):
         napari_pkn.restore_layer(viewer, viewer.add_image(np.ones((8, 8), bool)))
@@ -189,7 +194,12 @@ def test_a_model_the_plugin_has_never_seen(viewer, cells, monkeypatch, unseen, k
     layer = viewer.add_image(cells[:32, :32], name="cells")
     out, *rest = _restore(viewer, layer, entry)
     assert out.name == f"cells [PKN {entry.name}]" and out.metadata["pkn"]["kernel"] == kernel
-    maps = {ly.metadata["pkn"]["parameter"]: ly for ly in rest if ly._type_string == "image"}
+    images = [ly for ly in rest if ly._type_string == "image"]
+    maps = {
+        ly.metadata["pkn"]["parameter"]: ly for ly in images if "parameter" in ly.metadata["pkn"]
+    }
+    qc = [ly for ly in images if "qc" in ly.metadata["pkn"]]
+    assert len(qc) == int(d.task == "denoise") and len(maps) + len(qc) == len(images)
     assert list(maps) == list(d.param_names)
     for name, m in maps.items():
         check_map_layer(m, d, name)
@@ -251,3 +261,73 @@ def test_glyphs_follow_the_descriptor_flag(viewer):
     for flag in ((), ("wide", "tall", "corr")):
         kinds = [t for *_, t in result_specs(layer, _fake_job(replace(base, glyphs=flag), cov))]
         assert kinds == ["image"] * 5 + ["vectors"] * bool(flag)
+
+
+# ------------------------------------------------------------ QC map and auto strength
+
+
+def test_qc_layer_is_the_residual_in_noise_std(viewer, cells):
+    """Denoising adds "<name> qc": (input - result) / noise std on the input's pixel grid,
+    a diverging colormap centred on 0, contrast (-4, 4), units "noise std"; the whiteness
+    of the residual is in every layer's provenance."""
+    layer = viewer.add_image(cells, name="cells", scale=(0.5, 0.25), translate=(3, -2))
+    out, *_, qc = napari_pkn.restore_layer(viewer, layer, noise=6.0, qc=True, maps=False)
+    assert qc.name == "cells [PKN nlm] qc" and qc.visible
+    assert qc.data.shape == cells.shape == out.data.shape
+    np.testing.assert_allclose(qc.scale, layer.scale)
+    np.testing.assert_allclose(qc.translate, layer.translate)
+    expected = (cells.astype(np.float64) - out.data) / 6.0  # known noise: sigma 6
+    np.testing.assert_allclose(qc.data, expected, atol=1e-4)
+    assert qc.colormap.name == "coolwarm" and tuple(qc.contrast_limits) == (-4.0, 4.0)
+    assert qc.metadata["pkn"]["units"] == "noise std"
+    w = out.metadata["pkn"]["whiteness"]
+    assert set(w) == {"lag1_y", "lag1_x", "score"} and abs(w["score"]) < 0.5
+    assert qc.metadata["pkn"]["whiteness"] == w
+
+
+def test_qc_is_for_denoising_only(viewer, cells):
+    layer = viewer.add_image(cells[:32, :32], name="cells")
+    added = napari_pkn.restore_layer(viewer, layer, "upsample", factor=2.0)
+    assert not any(ly.name.endswith(" qc") for ly in added)
+    assert "whiteness" not in added[0].metadata["pkn"]
+
+
+def test_auto_strength_from_scripts(viewer, cells):
+    """strength="auto": one SURE strength (on the first plane) for the whole stack, the
+    one Restorer.auto_strength() gives, recorded as strength_auto."""
+    from pkn.restoration import Restorer
+
+    stack = np.stack([cells[:32, :32], cells[32:, 32:]])
+    layer = viewer.add_image(stack, name="t")
+    out, *_, qc = napari_pkn.restore_layer(viewer, layer, noise=6.0, strength="auto")
+    expected, info = Restorer(stack[0], noise=6.0).auto_strength()
+    meta = out.metadata["pkn"]
+    assert meta["strength"] == pytest.approx(expected)
+    assert meta["strength_auto"]["plane"] == [0]
+    assert meta["strength_auto"]["candidates"] == info["candidates"]
+    assert len(meta["whiteness_per_plane"]) == 2 and qc.data.shape == stack.shape
+    fixed = Restorer(stack[1], noise=6.0).render(expected).image
+    np.testing.assert_allclose(out.data[1], fixed, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="strength='auto' chooses the strength for denoise"):
+        napari_pkn.restore_layer(viewer, layer, "upsample", factor=2.0, strength="auto")
+    with pytest.raises(ValueError, match="or 'auto'"):
+        napari_pkn.restore_layer(viewer, layer, strength="best")
+
+
+def test_noise_text_is_one_readable_line():
+    from napari_pkn._qt._run import noise_text
+
+    pg = {
+        "model": "poisson-gaussian",
+        "a": [27.4],
+        "b": [-385.0],
+        "sigma": [27.3],
+        "estimated": "pkn.noise.calibrate",
+    }
+    assert noise_text(pg) == (
+        "Poisson-Gaussian noise (estimated): std 27.3 at the mean, variance = 27.4 * I - 385"
+    )
+    given = {"model": "poisson-gaussian", "a": 0.5, "b": 2.0, "estimated": False}
+    assert noise_text(given) == "Poisson-Gaussian noise (given): variance = 0.5 * I + 2"
+    awgn = {"model": "awgn", "sigma": [0.0512, 0.04], "estimated": "calibrate"}
+    assert noise_text(awgn) == "Gaussian noise (estimated): std 0.0512, 0.04"

@@ -289,9 +289,10 @@ def test_strength_reuses_maps_and_layers(viewer_widget, qtbot, monkeypatch):
     widget.run()
     wait(qtbot, widget)
     assert calls[0] == 1
-    out, sigma, _ = widget.outputs  # nlm: sigma and spatial sigma maps
+    out, sigma, _, qc = widget.outputs  # nlm: sigma and spatial sigma maps; QC map
     names, data_id, first = [ly.name for ly in viewer.layers], id(out.data), out.data.copy()
-    s1 = sigma.data.copy()
+    s1, q1 = sigma.data.copy(), qc.data.copy()
+    w1 = out.metadata["pkn"]["whiteness"]
     for s in (0.3, 0.6, 0.0):  # quick moves are debounced into one filter run
         widget.form.strength.setValue(s)
     wait(qtbot, widget)
@@ -299,10 +300,15 @@ def test_strength_reuses_maps_and_layers(viewer_widget, qtbot, monkeypatch):
     assert [ly.name for ly in viewer.layers] == names and id(out.data) == data_id
     np.testing.assert_allclose(out.data, layer.data, atol=1e-3)  # strength 0: identity
     assert np.all(sigma.data == 0) and out.metadata["pkn"]["strength"] == 0.0
+    assert np.abs(qc.data).max() < 1e-3  # nothing removed: a zero residual
+    assert out.metadata["pkn"]["whiteness"] != w1  # of the new residual
+    assert qc.metadata["pkn"]["whiteness"] == out.metadata["pkn"]["whiteness"]
     widget.form.strength.setValue(1.0)
     wait(qtbot, widget)
     np.testing.assert_allclose(out.data, first, rtol=1e-5)
     np.testing.assert_allclose(sigma.data, s1, rtol=1e-5)
+    np.testing.assert_allclose(qc.data, q1, rtol=1e-4, atol=1e-5)
+    assert out.metadata["pkn"]["whiteness"] == w1 == qc.metadata["pkn"]["whiteness"]
     assert calls[0] == 1 and "no network" in widget.status.text()
 
 
@@ -350,12 +356,14 @@ def test_settings_persist(viewer_widget, tmp_path):
     f.sigma.setValue(0.123)
     f.strength.setValue(1.7)
     f.show_maps.setChecked(True)
+    f.show_qc.setChecked(True)
     _settings.save(f.state())
     assert _settings.settings_file().parent == tmp_path / "config"
     again = PKNWidget(viewer)
     assert again.form.noise_mode.currentData() == "gaussian"
     assert again.form.sigma.value() == pytest.approx(0.123)
     assert again.form.strength.value() == pytest.approx(1.7) and again.form.show_maps.isChecked()
+    assert again.form.show_qc.isChecked()
     again.deleteLater()
 
 
@@ -363,12 +371,16 @@ def test_maps_checkbox_probe_click_and_menu(viewer_widget, qtbot):
     viewer, widget = viewer_widget
     layer = viewer.add_image(fluorescence_sample()[1][0][:64, :64], name="cells")
     widget.form.show_maps.setChecked(False)
+    widget.form.show_qc.setChecked(False)
     widget.run()
     wait(qtbot, widget)
     sigma = viewer.layers["cells [PKN nlm] sigma"]
-    assert not sigma.visible
+    qc = viewer.layers["cells [PKN nlm] qc"]
+    assert not sigma.visible and not qc.visible
     widget.form.show_maps.setChecked(True)
-    assert sigma.visible
+    assert sigma.visible and not qc.visible  # the QC map has its own checkbox
+    widget.form.show_qc.setChecked(True)
+    assert qc.visible
 
     widget.probe.enabled.setChecked(True)
     callback = widget.probe.on_mouse
@@ -429,5 +441,105 @@ def test_main_job_runs_the_default_model_and_shows_every_map(make_napari_viewer,
     assert names[-1] == "fluorescence (clean reference)"
     assert any(n.endswith("] sigma") for n in names)
     assert any(n.endswith("] spatial_sigma") for n in names)
+    assert viewer.layers[next(n for n in names if n.endswith("] qc"))].visible
     grid = grid_of(viewer)
     assert grid.enabled and tuple(grid.shape) == (3, 2)
+
+
+# ------------------------------------------------------------ QC map and Auto strength
+
+
+def test_qc_layer_and_whiteness_line(viewer_widget, qtbot):
+    """Denoising adds the QC layer: (input - result) / noise std on the input's grid, a
+    diverging colormap on (-4, 4), units "noise std", hidden unless "show QC" is ticked;
+    the widget shows the residual's whiteness in one line."""
+    viewer, widget = viewer_widget
+    data = fluorescence_sample()[1][0][64:128, 64:128]
+    layer = viewer.add_image(data, name="cells", **GEOMETRY)
+    f = widget.form
+    f.noise_mode.setCurrentIndex(f.noise_mode.findData("gaussian"))
+    f.sigma.setValue(7.0)
+    f.show_qc.setChecked(True)
+    assert f.auto.isVisibleTo(widget) and f.show_qc.isVisibleTo(widget)
+    widget.run()
+    wait(qtbot, widget)
+    out, qc = viewer.layers["cells [PKN nlm]"], viewer.layers["cells [PKN nlm] qc"]
+    assert qc is widget.outputs[-1] and qc.visible
+    assert qc.data.shape == data.shape
+    np.testing.assert_allclose(qc.scale, layer.scale)
+    np.testing.assert_allclose(qc.translate, layer.translate)
+    for ij in [(0, 0), (17, 40)]:
+        np.testing.assert_allclose(world(qc, ij), world(out, ij))
+    np.testing.assert_allclose(qc.data, (data.astype(np.float64) - out.data) / 7.0, atol=1e-4)
+    assert qc.colormap.name == "coolwarm" and tuple(qc.contrast_limits) == (-4.0, 4.0)
+    assert qc.metadata["pkn"]["units"] == "noise std"
+    score = out.metadata["pkn"]["whiteness"]["score"]
+    text = widget.qc_info.text()
+    assert widget.qc_info.isVisibleTo(widget)
+    assert f"residual neighbour correlation {score:.2f}" in text and "white noise" in text
+
+    select(widget, layer, "upsample")  # no QC for other tasks
+    assert not f.auto.isVisibleTo(widget) and not f.show_qc.isVisibleTo(widget)
+    widget.run()
+    wait(qtbot, widget)
+    assert widget.outputs[0].metadata["pkn"]["task"] == "upsample"
+    assert all("qc" not in ly.metadata["pkn"] for ly in widget.outputs)
+    assert not widget.qc_info.isVisibleTo(widget)
+
+
+def test_auto_button_sets_the_sure_strength(viewer_widget, qtbot, monkeypatch):
+    """Auto: Restorer.auto_strength() on the plane shown, set on the slider, every plane
+    re-filtered (no network), strength_auto in the provenance until the slider moves."""
+    from pkn.restoration import Restorer
+
+    viewer = viewer_widget[0]  # the widget as napari makes it (layers seen through proxies)
+    _, widget = viewer.window.add_plugin_dock_widget("napari-pkn", "PKN restoration")
+    calls = count_network(monkeypatch)
+    noisy = fluorescence_sample()[1][0]
+    stack = np.stack([noisy[:64, :64], noisy[100:164, 120:184]])
+    layer = viewer.add_image(stack, name="t")
+    widget.run()
+    wait(qtbot, widget)
+    assert calls[0] == 2
+    viewer.dims.set_current_step(0, 1)  # look at plane 1
+    widget.form.auto.click()
+    assert widget.busy
+    wait(qtbot, widget)
+    assert calls[0] == 2, "Auto re-uses the maps: no network"
+    expected, _ = Restorer(stack[1], "denoise").auto_strength()
+    assert widget.form.strength.value() == pytest.approx(expected)
+    out = widget.outputs[0]
+    meta = out.metadata["pkn"]
+    assert meta["strength"] == pytest.approx(expected) and meta["strength_auto"]["plane"] == [1]
+    assert all(ly.metadata["pkn"].get("strength_auto") for ly in widget.outputs)
+    fixed = Restorer(stack[0], "denoise").render(expected).image
+    np.testing.assert_allclose(out.data[0], fixed, rtol=1e-4, atol=1e-3)
+    assert "SURE" in widget.status.text()
+    widget.form.strength.setValue(0.5)  # by hand: no longer the automatic choice
+    wait(qtbot, widget)
+    assert "strength_auto" not in out.metadata["pkn"] and meta is out.metadata["pkn"]
+    assert out.metadata["pkn"]["strength"] == 0.5 and layer.data is stack
+
+
+def test_auto_before_any_run_restores_with_it(viewer_widget, qtbot):
+    viewer, widget = viewer_widget
+    data = fluorescence_sample()[1][0][:64, :64]
+    viewer.add_image(data, name="cells")
+    widget.form.auto.click()
+    wait(qtbot, widget)
+    from pkn.restoration import Restorer
+
+    expected, _ = Restorer(data, "denoise").auto_strength()
+    meta = viewer.layers["cells [PKN nlm]"].metadata["pkn"]
+    assert meta["strength"] == pytest.approx(expected) and "strength_auto" in meta
+    assert widget.form.strength.value() == pytest.approx(expected)
+    assert "chosen by SURE" in widget.status.text()
+
+
+def test_a_strength_above_the_slider_range_widens_it(viewer_widget):
+    _, widget = viewer_widget
+    f = widget.form
+    f.set_strength(4.3)  # SURE may choose more than the usual maximum
+    assert f.strength.value() == pytest.approx(4.3) and f.strength.maximum() == 5.0
+    f.restore({"strength": 5.5})
+    assert f.strength.value() == pytest.approx(5.5) and f.strength.maximum() == 6.0

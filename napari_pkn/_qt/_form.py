@@ -1,6 +1,9 @@
-"""The widget's settings form: task, kernel, noise, blur, factor, strength, maps."""
+"""The widget's settings form: task, kernel, noise, blur, factor, strength (and its Auto
+button), maps and QC."""
 
 from __future__ import annotations
+
+import math
 
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
@@ -8,7 +11,9 @@ from qtpy.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
     QFormLayout,
+    QHBoxLayout,
     QLabel,
+    QPushButton,
     QWidget,
 )
 from superqt import QLabeledDoubleSlider
@@ -21,7 +26,8 @@ NOISE_MODES = {
     "poisson-gaussian": "Poisson-Gaussian (a, b)",
 }
 BLUR_MODES = {"gaussian": "Gaussian sigma (pixels)", "psf": "PSF from an image layer"}
-STRENGTH_MAX = 3.0
+STRENGTH_MAX = 3.0  # the slider's range; "Auto" may extend it
+AUTO_TASK = "denoise"  # the task the Auto strength (SURE) is offered for
 
 
 def _spin(lo: float, hi: float, value: float, decimals: int = 4, tip: str = "") -> QDoubleSpinBox:
@@ -64,10 +70,8 @@ class OptionsForm(QWidget):
         self.layer.setToolTip("Image layers only (Labels, Points, Shapes are not images)")
         self.task = QComboBox()
         for t in catalogue.tasks:
-            n = len(catalogue.models_for(t))
-            self.task.addItem(t if n else f"{t} (no model shipped yet)", t)
-            if not n:
-                self.task.model().item(self.task.count() - 1).setEnabled(False)
+            self.task.addItem(t, t)
+        self._label_tasks()
         self.kernel = QComboBox()
         self.noise_mode = _combo(NOISE_MODES)
         self.noise_info = QLabel("choose an image layer to estimate its noise")
@@ -87,8 +91,25 @@ class OptionsForm(QWidget):
         self.strength.setToolTip(
             "multiplies the predicted maps; moving it re-runs only the filter (no network)"
         )
+        self.auto = QPushButton("Auto")
+        self.auto.setToolTip(
+            "choose the strength without a clean image: the minimum of SURE (Stein's "
+            "unbiased risk estimate) for the estimated noise, on the plane shown; one "
+            "strength for the whole stack"
+        )
+        strength_row = QWidget()
+        row = QHBoxLayout(strength_row)
+        row.setContentsMargins(0, 0, 0, 0)
+        row.addWidget(self.strength, 1)
+        row.addWidget(self.auto)
+        self._strength_row = strength_row
         self.show_maps = QCheckBox("show parameter maps")
         self.show_maps.setToolTip("one image layer per parameter, overlaid pixel for pixel")
+        self.show_qc = QCheckBox("show QC map (residual / noise std)")
+        self.show_qc.setToolTip(
+            "denoising: (input - result) / noise std, blue-white-red from -4 to 4. Pale "
+            "speckle everywhere = only noise was removed; edges or shapes = structure removed"
+        )
         for label, w in (
             ("image", self.layer),
             ("task", self.task),
@@ -102,8 +123,9 @@ class OptionsForm(QWidget):
             ("blur sigma", self.blur_sigma),
             ("PSF layer", self.psf_layer),
             ("factor", self.factor),
-            ("strength", self.strength),
+            ("strength", strength_row),
             ("", self.show_maps),
+            ("", self.show_qc),
         ):
             form.addRow(label, w)
         self.task.currentIndexChanged.connect(self._on_task)
@@ -116,6 +138,29 @@ class OptionsForm(QWidget):
 
     def _enabled(self, i: int) -> bool:
         return self.task.model().item(i).isEnabled()
+
+    def _label_tasks(self) -> None:
+        """Tasks without a model are listed but disabled."""
+        for i in range(self.task.count()):
+            t = self.task.itemData(i)
+            n = len(self._catalogue.models_for(t))
+            self.task.setItemText(i, t if n else f"{t} (no model shipped yet)")
+            self.task.model().item(i).setEnabled(bool(n))
+
+    def set_catalogue(self, catalogue) -> None:
+        """Offer the models of ``catalogue`` (e.g. after a model was adapted or loaded),
+        keeping the current choices where they are still offered."""
+        self._catalogue = catalogue
+        self._label_tasks()
+        self._on_task()
+
+    def set_strength(self, value: float) -> None:
+        """Put the slider at ``value``, widening its range when needed (Auto may choose
+        more than the usual maximum)."""
+        value = float(value)
+        if value > self.strength.maximum():
+            self.strength.setMaximum(float(math.ceil(value)))
+        self.strength.setValue(value)
 
     def _show(self, widget: QWidget, on: bool) -> None:
         label = self._form.labelForField(widget)
@@ -139,9 +184,9 @@ class OptionsForm(QWidget):
         self.kernel.blockSignals(False)
         self.update_rows()
 
-    def select(self, layer=None, task=None, model=None, show_maps=None) -> None:
-        """Choose an input layer, a task, a model (by name) and/or whether maps are shown;
-        a choice that is not offered is ignored."""
+    def select(self, layer=None, task=None, model=None, show_maps=None, show_qc=None) -> None:
+        """Choose an input layer, a task, a model (by name) and/or whether maps and the QC
+        map are shown; a choice that is not offered is ignored."""
         for combo, value in ((self.task, task), (self.kernel, model)):
             i = combo.findData(value) if value is not None else -1
             if i >= 0 and (combo is not self.task or self._enabled(i)):
@@ -150,6 +195,8 @@ class OptionsForm(QWidget):
             self.layer.setCurrentText(layer)
         if show_maps is not None:
             self.show_maps.setChecked(bool(show_maps))
+        if show_qc is not None:
+            self.show_qc.setChecked(bool(show_qc))
 
     def model(self):
         """The chosen model (a :class:`pkn._catalogue.ModelInfo`), or None."""
@@ -178,6 +225,9 @@ class OptionsForm(QWidget):
         self._show(self.blur_sigma, blur and not psf)
         self._show(self.psf_layer, blur and psf)
         self._show(self.factor, "size" in needs)
+        denoise = self.task.currentData() == AUTO_TASK
+        self.auto.setVisible(denoise)
+        self.show_qc.setVisible(denoise)
 
     def set_layers(self, names: list[str], prefer: str | None) -> None:
         """Offer ``names`` in the image and PSF combos (no signals); keep the current
@@ -206,12 +256,14 @@ class OptionsForm(QWidget):
         self.noise_info.setText(text)
         if not desc or self.noise_mode.currentData() != "auto":
             return
+        def mean(v):  # one value per channel, or one value
+            return float(sum(v) / len(v) if isinstance(v, list | tuple) else v)
+
         if desc.get("model") == "awgn":
-            s = desc["sigma"]
-            self.sigma.setValue(float(sum(s) / len(s) if isinstance(s, list) else s))
+            self.sigma.setValue(mean(desc["sigma"]))
         elif desc.get("model") == "poisson-gaussian":
-            self.a.setValue(float(desc["a"]))
-            self.b.setValue(float(desc["b"]))
+            self.a.setValue(mean(desc["a"]))
+            self.b.setValue(mean(desc["b"]))
 
     _STATE = ("task", "kernel", "noise_mode", "blur_mode")
     _VALUES = ("sigma", "a", "b", "blur_sigma", "factor", "strength")
@@ -221,6 +273,7 @@ class OptionsForm(QWidget):
         out = {k: getattr(self, k).currentData() for k in self._STATE}
         out.update({k: float(getattr(self, k).value()) for k in self._VALUES})
         out["show_maps"] = self.show_maps.isChecked()
+        out["show_qc"] = self.show_qc.isChecked()
         return out
 
     def restore(self, state: dict) -> None:
@@ -232,7 +285,11 @@ class OptionsForm(QWidget):
                 combo.setCurrentIndex(i)
         for k in self._VALUES:
             if isinstance(state.get(k), int | float):
-                getattr(self, k).setValue(float(state[k]))
-        if isinstance(state.get("show_maps"), bool):
-            self.show_maps.setChecked(state["show_maps"])
+                if k == "strength":
+                    self.set_strength(state[k])
+                else:
+                    getattr(self, k).setValue(float(state[k]))
+        for k in ("show_maps", "show_qc"):
+            if isinstance(state.get(k), bool):
+                getattr(self, k).setChecked(state[k])
         self.update_rows()

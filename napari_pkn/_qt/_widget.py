@@ -3,9 +3,14 @@
 Runs :class:`napari_pkn._scripting.Job` in a napari ``thread_worker`` (a generator that
 yields progress after every network pass and filter run, so Cancel stops it at the next
 step), adds the restored image, one layer per parameter map and, for kernels with a
-covariance, orientation glyphs. Moving the strength slider re-runs only the filter from
-the cached maps (debounced, in a worker) and updates the same layers in place. Importing
-this module does not import torch: that happens when the widget is created.
+covariance, orientation glyphs; for denoising the QC map (residual / noise std) and its
+whiteness in one line. Moving the strength slider re-runs only the filter from the cached
+maps (debounced, in a worker) and updates the same layers in place; "Auto" chooses the
+strength by SURE (in a worker) and moves the slider. "Adapt to this data" fine-tunes the
+chosen denoising model on the chosen layer(s) in a worker (progress, Cancel), saves it in
+the user's folder, lists and selects it; "Load model..." and "Save model as..." add and
+copy model files. Importing this module does not import torch: that happens when the
+widget is created.
 """
 
 from __future__ import annotations
@@ -17,13 +22,22 @@ from napari.layers import Image, Vectors
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_warning
 from qtpy.QtCore import QTimer
-from qtpy.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
+from qtpy.QtWidgets import (
+    QFileDialog,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
 
-from .. import _layers
+from .. import _adapting, _layers
 from . import _settings
-from ._form import OptionsForm
+from ._adapt import AdaptPanel
+from ._form import AUTO_TASK, OptionsForm
 from ._probe import ProbePanel
-from ._run import Failure, guarded, noise_text
+from ._run import Failure, guarded, noise_text, whiteness_text
 
 __all__ = ["PKNWidget"]
 
@@ -45,7 +59,10 @@ class PKNWidget(QWidget):
     input : napari.layers.Image or None
         Its input layer.
     outputs : list of napari.layers.Layer
-        Its layers: the restored image first, then the maps (and glyphs).
+        Its layers: the restored image first, then the maps (and glyphs, and the QC map
+        for denoising).
+    adapted : napari_pkn._adapting.AdaptJob or None
+        The last finished adaptation (its model file, card and catalogue entry).
     """
 
     def __init__(self, napari_viewer):
@@ -60,6 +77,7 @@ class PKNWidget(QWidget):
         self._rendered = None  # strength all planes were rendered with (None: mixed)
         self._pending_render = False
         self._started = 0.0
+        self._adapt_job = self.adapted = None
 
         self._estimated_for = None  # the layer whose noise the form shows
         self.form = OptionsForm(eng.catalogue())
@@ -70,7 +88,16 @@ class PKNWidget(QWidget):
         self.progress = QProgressBar()
         self.status = QLabel("")
         self.status.setWordWrap(True)
+        self.qc_info = QLabel("")
+        self.qc_info.setWordWrap(True)
+        self.qc_info.setToolTip(
+            "lag-1 correlation of (input - result) / noise std between neighbouring "
+            "pixels: about 0 (or slightly negative) when only noise was removed, clearly "
+            "positive when image structure was removed too"
+        )
+        self.qc_info.setVisible(False)
         self.probe = ProbePanel(self)
+        self.adapt_panel = AdaptPanel()
 
         buttons = QHBoxLayout()
         buttons.addWidget(self.run_button)
@@ -78,7 +105,7 @@ class PKNWidget(QWidget):
         lay = QVBoxLayout(self)
         lay.addWidget(self.form)
         lay.addLayout(buttons)
-        for w in (self.progress, self.status, self.probe):
+        for w in (self.progress, self.status, self.qc_info, self.probe, self.adapt_panel):
             lay.addWidget(w)
         lay.addStretch(1)
 
@@ -86,16 +113,26 @@ class PKNWidget(QWidget):
         self._timer.setSingleShot(True)
         self._timer.setInterval(DEBOUNCE_MS)
         self._timer.timeout.connect(self._apply_strength)
-        self.run_button.clicked.connect(self.run)
+        self.run_button.clicked.connect(lambda *_: self.run())
         self.cancel_button.clicked.connect(self.cancel)
+        self.form.auto.clicked.connect(self.auto_strength)
         self.form.strength.valueChanged.connect(lambda *_: self._timer.start())
         self.form.show_maps.toggled.connect(self._toggle_maps)
+        self.form.show_qc.toggled.connect(self._toggle_qc)
+        self.form.kernel.currentIndexChanged.connect(self._update_buttons)
         self.layer.currentIndexChanged.connect(self._on_layer)
+        ap = self.adapt_panel
+        ap.adapt_button.clicked.connect(self.adapt)
+        ap.load_button.clicked.connect(lambda *_: self.load_model())
+        ap.save_button.clicked.connect(lambda *_: self.save_model())
+        ap.repeated.toggled.connect(self._update_plan)
+        napari_viewer.layers.selection.events.changed.connect(self._update_plan)
         events = napari_viewer.layers.events
         for ev in (events.inserted, events.removed, events.reordered, events.renamed):
             ev.connect(self._refresh_layers)
         self.form.restore(_settings.load())
         self._refresh_layers()
+        self._update_buttons()
 
     # ------------------------------------------------------------ layers and settings
     def _refresh_layers(self, *_):
@@ -107,6 +144,7 @@ class PKNWidget(QWidget):
         self.form.set_layers(images, prefer or (inputs[-1] if inputs else None))
         if self.layer.currentText() != self._estimated_for:
             self._on_layer()
+        self._update_plan()
 
     def input_layer(self):
         """The chosen Image layer, or None."""
@@ -117,6 +155,7 @@ class PKNWidget(QWidget):
         """Estimate the noise of the chosen layer's current plane and show it."""
         layer = self.input_layer()
         self._estimated_for = None if layer is None else layer.name
+        self._update_plan()
         if layer is None:
             self.form.set_estimate(None, "choose an image layer to estimate its noise")
             return
@@ -130,7 +169,7 @@ class PKNWidget(QWidget):
         except (TypeError, ValueError) as e:
             self.form.set_estimate(None, f"cannot restore this layer: {e}")
             return
-        self.form.set_estimate(desc, f"estimated: {noise_text(desc)}")
+        self.form.set_estimate(desc, noise_text(desc))
 
     def _plane_of(self, layer, lead: tuple) -> tuple:
         """Index of the leading axes of ``layer`` that the viewer shows now."""
@@ -161,8 +200,12 @@ class PKNWidget(QWidget):
         """A restoration or a strength update is running."""
         return self._worker is not None or self._render_worker is not None
 
-    def run(self) -> None:
-        """Check the settings, then restore the chosen layer in a background worker."""
+    def run(self, strength=None) -> None:
+        """Check the settings, then restore the chosen layer in a background worker.
+
+        ``strength``: ``"auto"`` (what the Auto button does before any restoration)
+        chooses it by SURE on the plane shown; default the slider's.
+        """
         if self._worker is not None:
             show_warning("PKN is already running: wait for it or press Cancel.")
             return
@@ -173,6 +216,8 @@ class PKNWidget(QWidget):
         try:
             source = self._eng.source_from_layer(layer)
             opts = self._options()
+            if strength is not None:
+                opts.strength = strength
             entry = self._eng.resolve(opts, source)
         except (TypeError, ValueError) as e:
             self._fail(str(e))
@@ -181,15 +226,27 @@ class PKNWidget(QWidget):
         if self._render_worker is not None:
             self._pending_render = False
             self._render_worker.quit()
-        job = self._eng.Job(source, opts, entry, layer.name)
+        plane = self._plane_of(layer, source.lead)
+        job = self._eng.Job(source, opts, entry, layer.name, auto_plane=plane)
         self._started = time.perf_counter()
-        self.progress.setRange(0, job.total)
+        self._start(
+            job.run(),
+            job.total,
+            f"running {entry.name} on {layer.name!r} ...",
+            lambda result: self._on_done(job, layer, result),
+        )
+
+    def _start(self, gen, total: int, message: str, on_done, aborted: str = "") -> None:
+        """Run the generator ``gen`` (yielding ``(step, total, message)``) in a worker
+        with progress and Cancel; ``on_done(result)`` gets what it returns."""
+        self.progress.setRange(0, total)
         self.progress.setValue(0)
-        self.status.setText(f"running {entry.name} on {layer.name!r} ...")
-        worker = create_worker(guarded, job.run(), _start_thread=False)
+        self.status.setText(message)
+        worker = create_worker(guarded, gen, _start_thread=False)
         worker.yielded.connect(self._on_progress)
-        worker.returned.connect(lambda result: self._on_done(job, layer, result))
-        worker.aborted.connect(lambda: self.status.setText("cancelled: no layer was added"))
+        worker.returned.connect(on_done)
+        aborted = aborted or "cancelled: no layer was added"
+        worker.aborted.connect(lambda: self.status.setText(aborted))
         worker.finished.connect(lambda: self._set_running(None))
         self._set_running(worker)
         worker.start()
@@ -207,15 +264,34 @@ class PKNWidget(QWidget):
         QTimer.singleShot(first_ms, check)
 
     def cancel(self) -> None:
-        """Stop the running restoration at its next step (within about a second)."""
-        if self._worker is not None:
-            self.status.setText("cancelling ...")
+        """Stop the running restoration or adaptation at its next step (within about a
+        second); a cancelled adaptation saves no model."""
+        if self._worker is None:
+            return
+        self.status.setText("cancelling ...")
+        if self._adapt_job is not None:
+            self._adapt_job.cancel()  # the worker then ends by itself, nothing saved
+        else:
             self._worker.quit()
 
     def _set_running(self, worker) -> None:
         self._worker = worker
-        self.run_button.setEnabled(worker is None)
-        self.cancel_button.setEnabled(worker is not None)
+        idle = worker is None
+        if idle:
+            self._adapt_job = None
+        for b in (self.run_button, self.form.auto, self.adapt_panel.adapt_button):
+            b.setEnabled(idle)
+        self.adapt_panel.load_button.setEnabled(idle)
+        self.cancel_button.setEnabled(not idle)
+        self._update_buttons()
+        if idle and self.job is not None and self.form.strength.value() != self._rendered:
+            self._timer.start()  # a strength set while busy (e.g. by Auto)
+
+    def _update_buttons(self, *_) -> None:
+        """Enable "Save model as..." for models that do not ship (adapted or loaded)."""
+        m = self.form.model()
+        ok = self._worker is None and m is not None and not m.shipped
+        self.adapt_panel.save_button.setEnabled(ok)
 
     def _on_progress(self, step) -> None:
         self.progress.setValue(step[0])
@@ -232,20 +308,91 @@ class PKNWidget(QWidget):
         if layer not in self.viewer.layers:
             self._fail(f"layer {layer.name!r} was removed while PKN ran; nothing was added.")
             return
-        show = self.form.show_maps.isChecked()
-        self.outputs = _layers.put_layers(self.viewer, _layers.result_specs(layer, job, show))
+        show, qc = self.form.show_maps.isChecked(), self.form.show_qc.isChecked()
+        specs = _layers.result_specs(layer, job, show, qc)
+        self.outputs = _layers.put_layers(self.viewer, specs)
         self.job, self.input, self._rendered = job, layer, job.strength
+        if job.auto is not None:  # "auto": the slider shows what was chosen (no re-run)
+            self.form.set_strength(job.strength)
         self.viewer.layers.selection.active = self.outputs[0]
         seconds = time.perf_counter() - self._started
         n = job.source.n_planes
-        noise = noise_text(job.provenance()["noise"])
-        self.status.setText(f"done: {n} plane{'s' * (n > 1)} in {seconds:.1f} s; noise {noise}")
+        meta = job.provenance()
+        noise = noise_text(meta["noise"])
+        auto = f"; strength {job.strength:.2f} chosen by SURE" if job.strength_is_auto else ""
+        self.status.setText(
+            f"done: {n} plane{'s' * (n > 1)} in {seconds:.1f} s; {noise}{auto}"
+        )
+        self._show_whiteness(meta)
         if job.kernel.pixel_grid == "input":  # the probe's pixel is an input pixel
             self.probe.info.setText("tick 'probe' and click a pixel to see its weights")
         if self.form.strength.value() != job.strength:
             self._timer.start()
 
+    def _show_whiteness(self, meta: dict) -> None:
+        text = whiteness_text(meta)
+        self.qc_info.setText(text)
+        self.qc_info.setVisible(bool(text))
+
+    def _update_provenance(self, job) -> None:
+        """Write what a new strength changes into every output's ``metadata["pkn"]``."""
+        meta = job.provenance()
+        for ly in self.outputs:
+            m = ly.metadata["pkn"]
+            for k in ("strength", "strength_auto", "whiteness", "whiteness_per_plane"):
+                if k in meta:
+                    m[k] = meta[k]
+                else:
+                    m.pop(k, None)
+        self._show_whiteness(meta)
+
     # ------------------------------------------------------------------ strength
+    def auto_strength(self) -> None:
+        """Choose the strength by SURE (no clean image) on the plane shown, in a worker,
+        and move the slider there (which re-runs the filter for every plane). Without a
+        restoration of the chosen layer and model yet, restore it with that strength."""
+        if self._worker is not None:
+            show_warning("PKN is already running: wait for it or press Cancel.")
+            return
+        job, layer = self.job, self.input_layer()
+        alive = bool(self.outputs) and all(ly in self.viewer.layers for ly in self.outputs)
+        same = (  # names: a plugin widget sees the viewer's layers through proxies
+            job is not None
+            and alive
+            and layer is not None
+            and layer.name == self.input.name
+            and job.entry.name == self.form.kernel.currentData()
+        )
+        if not same:
+            self.run(strength="auto")
+            return
+        if job.entry.task != AUTO_TASK:
+            self._fail(f"Auto strength is for {AUTO_TASK}; set the strength by hand.")
+            return
+        plane = self._plane_of(self.input, job.source.lead)
+
+        def choose():
+            where = f" on plane {plane}" if plane else ""
+            yield 0, 1, f"choosing the strength by SURE{where} (no clean image) ..."
+            s, info = job.restorers[plane].auto_strength()
+            yield 1, 1, f"strength {s:.2f} chosen by SURE{where}"
+            return float(s), {**info, "plane": [int(i) for i in plane]}
+
+        self._start(choose(), 1, "choosing the strength ...", lambda r: self._on_auto(job, r))
+
+    def _on_auto(self, job, result) -> None:
+        if isinstance(result, Failure):
+            self._fail(result.message)
+            return
+        if job is not self.job or result is None:
+            return
+        s, info = result
+        job.auto = (s, info)
+        self.form.set_strength(s)  # re-renders through the slider, as a move by hand
+        if self._rendered is not None and self._rendered == s:
+            self._update_provenance(job)
+        self.status.setText(f"strength {s:.2f} chosen by SURE on {job.layer_name!r}")
+
     def _apply_strength(self) -> None:
         """Re-run only the filter at the slider's strength and update the layers in place."""
         job, s = self.job, float(self.form.strength.value())
@@ -284,13 +431,16 @@ class PKNWidget(QWidget):
         if job is not self.job:
             return
         job.strength, self._rendered = strength, strength
+        self._update_provenance(job)
         for ly in self.outputs:
-            ly.metadata["pkn"]["strength"] = strength
             if isinstance(ly, Vectors):
                 data, kw, _ = _layers.vectors_spec(self.input, job)
                 ly.data, ly.features = data, kw["features"]
         ms = 1000 * (time.perf_counter() - t0)
-        self.status.setText(f"strength {strength:.2f}: filter re-run in {ms:.0f} ms (no network)")
+        auto = " (chosen by SURE)" if job.strength_is_auto else ""
+        self.status.setText(
+            f"strength {strength:.2f}{auto}: filter re-run in {ms:.0f} ms (no network)"
+        )
 
     def _on_render_finished(self) -> None:
         self._render_worker = None
@@ -300,10 +450,135 @@ class PKNWidget(QWidget):
 
     def _toggle_maps(self, on: bool) -> None:
         for ly in self.outputs[1:]:
-            if ly in self.viewer.layers:
+            if ly in self.viewer.layers and not _is_qc(ly):
                 ly.visible = on
+
+    def _toggle_qc(self, on: bool) -> None:
+        for ly in self.outputs:
+            if ly in self.viewer.layers and _is_qc(ly):
+                ly.visible = on
+
+    # ------------------------------------------------------------------ adaptation
+    def adapt_layers(self) -> list:
+        """What "Adapt to this data" uses: the selected input Image layers when several
+        are selected (repeated captures), else the chosen layer."""
+        sel = self.viewer.layers.selection
+        chosen = [
+            ly
+            for ly in self.viewer.layers
+            if ly in sel and isinstance(ly, Image) and "pkn" not in ly.metadata
+        ]
+        if len(chosen) >= 2:
+            return chosen
+        layer = self.input_layer()
+        return [] if layer is None else [layer]
+
+    def adapt_plan(self):
+        """The :class:`napari_pkn._adapting.Plan` for the layers and the checkbox now."""
+        return _adapting.plan(
+            self.adapt_layers(), self.adapt_panel.repeated.isChecked(), self._plane_of
+        )
+
+    def _update_plan(self, *_) -> None:
+        layers = self.adapt_layers()
+        stack = len(layers) == 1 and layers[0].ndim > 2 + bool(layers[0].rgb)
+        self.adapt_panel.repeated.setEnabled(stack)  # only a stack has planes to pair
+        try:
+            text, ok = self.adapt_plan().text, True
+        except (TypeError, ValueError) as e:
+            text, ok = str(e), False
+        self.adapt_panel.show_plan(text, ok)
+
+    def adapt(self, *_) -> None:
+        """Fine-tune the chosen denoising model on the chosen layer(s) in a worker; the
+        result is saved, listed and selected (see :mod:`napari_pkn._adapting`)."""
+        if self._worker is not None:
+            show_warning("PKN is already running: wait for it or press Cancel.")
+            return
+        entry = self.form.model()
+        try:
+            if entry is None:
+                raise ValueError("choose the denoising model to start from.")
+            plan = self.adapt_plan()
+            steps, noise = self.adapt_panel.steps.value(), self.form.noise()
+            job = _adapting.AdaptJob(plan, entry, steps=steps, noise=noise)
+        except (TypeError, ValueError) as e:
+            self._fail(str(e))
+            return
+        if self._render_worker is not None:
+            self._pending_render = False
+            self._render_worker.quit()
+        self._adapt_job = job
+        self._start(
+            job.run(),
+            job.total,
+            f"adapting {entry.name}: {plan.text} ...",
+            lambda result: self._on_adapted(job, result),
+            aborted="adaptation cancelled: no model was saved",
+        )
+
+    def _on_adapted(self, job, result) -> None:
+        if isinstance(result, Failure):
+            self._fail(result.message)
+            return
+        if isinstance(result, _adapting.Cancelled) or result is None:
+            self.status.setText("adaptation cancelled: no model was saved")
+            return
+        self.adapted = job
+        self.form.set_catalogue(self._eng.catalogue())
+        self.form.select(task=result.task, model=result.name)
+        self._update_buttons()
+        self.status.setText(_adapting.describe(job))
+
+    def load_model(self, path=None) -> None:
+        """Add a ``.safetensors`` PKN model to the list and select it (a file dialog
+        without ``path``); a bad file is reported and changes nothing."""
+        if path is None:
+            folder = _adapting.models_dir()
+            path, _ = QFileDialog.getOpenFileName(
+                self,
+                "Load a PKN model",
+                str(folder if folder.is_dir() else ""),
+                "PKN models (*.safetensors)",
+            )
+            if not path:
+                return
+        try:
+            info = _adapting.load_model_file(path, self._eng.catalogue())
+        except (TypeError, ValueError) as e:
+            self._fail(str(e))
+            return
+        self.form.set_catalogue(self._eng.catalogue())
+        self.form.select(task=info.task, model=info.name)
+        self._update_buttons()
+        self.status.setText(f"loaded model {info.name!r} ({info.kernel}, {info.task}): selected")
+
+    def save_model(self, path=None) -> None:
+        """Copy the chosen adapted or loaded model file and its card (a file dialog
+        without ``path``)."""
+        entry = self.form.model()
+        try:
+            _adapting.require_added(entry)
+            if path is None:
+                path, _ = QFileDialog.getSaveFileName(
+                    self, "Save the model as", entry.ref, "PKN models (*.safetensors)"
+                )
+                if not path:
+                    return
+            dest = _adapting.copy_model(entry, path)
+        except (TypeError, ValueError) as e:
+            self._fail(str(e))
+            return
+        self.status.setText(f"saved model {entry.name!r} to {dest}")
 
     def closeEvent(self, event):  # closing the dock: stop listening to clicks, save
         self.probe.enabled.setChecked(False)
+        if self._adapt_job is not None:
+            self._adapt_job.cancel()
         _settings.save(self.form.state())
         super().closeEvent(event)
+
+
+def _is_qc(layer) -> bool:
+    """Whether ``layer`` is a QC map made by this widget."""
+    return "qc" in layer.metadata.get("pkn", {})

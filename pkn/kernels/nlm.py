@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ._common import Param, as_map, check_guide, check_image, odd_int, pad, row_tiles
@@ -38,6 +39,7 @@ def nlm(
     spatial_sigma: Param | None = None,
     guide: torch.Tensor | None = None,
     joint: bool = False,
+    blind_spot: int | None = None,
 ) -> torch.Tensor:
     r"""Non-local means with a per-pixel signal sigma.
 
@@ -87,6 +89,12 @@ def nlm(
     joint : bool
         Average the patch distance over all guide channels so that every channel
         uses the same weights (better on RGB than per-channel distances).
+    blind_spot : int, optional
+        ``r >= 0``: a *blind-spot* (J-invariant) filter for self-supervised training
+        (Noise2Self): the output at ``p`` never reads ``x`` or the guide inside the blind
+        region ``max(|dy|, |dx|) <= r`` around ``p`` (``r = 0``: the pixel itself; ``r``
+        = the noise's correlation length). See :func:`_nlm_blind`. Default ``None``: the
+        ordinary filter.
 
     Returns
     -------
@@ -114,6 +122,9 @@ def nlm(
             )
         g = guide.to(x.dtype)
     s = as_map(sigma, x, "sigma", low=0.0)
+    if blind_spot is not None:
+        qb = None if spatial_sigma is None else as_map(spatial_sigma, x, "spatial_sigma", low=0.0)
+        return _nlm_blind(x, g, s, qb, ps, ss, _blind_radius(blind_spot, ss, H, W), joint)
     q = None  # the spatial sigma map (per band below: -|o|^2 / (2 q^2) in the exponent)
     if spatial_sigma is not None:
         q = as_map(spatial_sigma, x, "spatial_sigma", low=0.0)
@@ -176,6 +187,110 @@ def nlm(
     return tiles[0] if len(tiles) == 1 else torch.cat(tiles, dim=2)
 
 
+def _blind_radius(r, search_size: int, H: int, W: int) -> int:
+    """``r`` if it is a valid blind-spot radius for this window and image size."""
+    if isinstance(r, bool) or not isinstance(r, int) or r < 0:
+        raise ValueError(f"blind_spot must be an integer >= 0 (a radius in pixels), got {r!r}.")
+    if r >= search_size // 2:
+        raise ValueError(
+            f"blind_spot={r} hides the whole {search_size}x{search_size} search window; use "
+            f"blind_spot < {search_size // 2} or a larger search_size."
+        )
+    if max(H, W) < 2 * r + 3:
+        raise ValueError(
+            f"image is {H}x{W} pixels; blind_spot={r} needs at least {2 * r + 3} pixels "
+            "along one axis."
+        )
+    return r
+
+
+def _ring_mean(t: torch.Tensor, valid: torch.Tensor, r: int) -> torch.Tensor:
+    """Mean of ``t`` over the ring ``max(|dy|, |dx|) == r + 1`` around each pixel, over the
+    pixels inside the image (``valid`` ``(1, 1, H, W)`` ones): the blind region's value as
+    its surroundings predict it (Noise2Self's "donut" interpolation)."""
+    k = r + 1
+    tp, vp = F.pad(t, (k,) * 4), F.pad(valid, (k,) * 4)  # zeros outside the image
+    ring = _box(tp, 2 * k + 1) - _box(tp[..., 1:-1, 1:-1], 2 * k - 1)
+    count = _box(vp, 2 * k + 1) - _box(vp[..., 1:-1, 1:-1], 2 * k - 1)
+    return ring / count.clamp_min(1.0)
+
+
+def _nlm_blind(x, g, s, q, ps: int, ss: int, r: int, joint: bool) -> torch.Tensor:
+    r"""The blind-spot (J-invariant) variant of :func:`nlm` with radius ``r``.
+
+    Let :math:`B(p) = \{p' : \max(|p'_y - p_y|, |p'_x - p_x|) \le r\}`. Then
+
+    * only offsets outside the blind region are averaged (``|o|_inf > r``; the centre's
+      weight is 0, not 1);
+    * in the patch distance :math:`D_o(p)`, every patch pixel inside :math:`B(p)` (of the
+      centre patch or of the shifted one) is replaced by :math:`m(p)`, the mean of the
+      guide over the ring at distance ``r + 1`` (:func:`_ring_mean`); pairs of which both
+      pixels are blind are left out, and :math:`D_o` is the mean over the pairs kept;
+    * outside the image nothing is read: offsets and patch pixels that fall outside are
+      left out (no mirroring, which would bring :math:`x(p)` or its neighbours back in).
+
+    So :math:`y(p)` depends on neither :math:`x` nor the guide in :math:`B(p)`: a
+    self-supervised loss :math:`\|f(x) - x\|^2` then estimates the supervised one up to a
+    constant when the noise is independent beyond distance ``r`` (Batson & Royer 2019,
+    "Noise2Self"). For ``patch_size = 1`` (bilateral) the range weight compares
+    :math:`g(p + o)` with :math:`m(p)`. Not banded: meant for training crops.
+    """
+    num, den = _nlm_blind_sums(x, g, s, q, ps, ss, r, joint)
+    return num / den
+
+
+def _nlm_blind_sums(x, g, s, q, ps: int, ss: int, r: int, joint: bool):
+    """``(numerator, sum of weights)`` of :func:`_nlm_blind`: the output is their
+    ratio; the weights exclude the (blind) centre."""
+    H, W = x.shape[-2:]
+    pr, sr = ps // 2, ss // 2
+    P = pr + sr
+    K = g.shape[1] if joint else 1
+    one = torch.ones(1, 1, H, W, dtype=x.dtype, device=x.device)
+    vp, gp, xp = F.pad(one, (P,) * 4), F.pad(g, (P,) * 4), F.pad(x, (sr,) * 4)
+
+    def at(t, p0, dy, dx):
+        return t[..., p0 + dy : p0 + dy + H, p0 + dx : p0 + dx + W]
+
+    def blind(dy, dx):
+        return max(abs(dy), abs(dx)) <= r
+
+    m = _ring_mean(g, one, r)  # (B, Cg, H, W)
+    it = s.clamp_min(_SIGMA_FLOOR).square().mul(-2.0 * K).reciprocal()  # times the mean distance
+    qt = None if q is None else q.clamp_min(_SIGMA_FLOOR).square().mul(-2.0).reciprocal()
+    patch = [(qy, qx) for qy in range(-pr, pr + 1) for qx in range(-pr, pr + 1)]
+    num = den = None
+    for dy in range(-sr, sr + 1):
+        for dx in range(-sr, sr + 1):
+            if blind(dy, dx):
+                continue
+            dsum, count = None, torch.zeros_like(one)
+            for qy, qx in patch:
+                a_blind, b_blind = blind(qy, qx), blind(qy + dy, qx + dx)
+                if a_blind and b_blind:
+                    continue
+                a = m if a_blind else at(gp, P, qy, qx)
+                b = m if b_blind else at(gp, P, qy + dy, qx + dx)
+                v = one
+                if not a_blind:
+                    v = v * at(vp, P, qy, qx)
+                if not b_blind:
+                    v = v * at(vp, P, qy + dy, qx + dx)
+                t = (a - b).square() * v
+                if joint:
+                    t = t.sum(1, keepdim=True)
+                dsum = t if dsum is None else dsum + t
+                count = count + v
+            e = dsum / count.clamp_min(1.0) * it
+            if qt is not None:
+                e = e + qt * float(dy * dy + dx * dx)
+            w = e.clamp(min=_EXP_FLOOR).exp() * at(vp, P, dy, dx)
+            wv = w * at(xp, sr, dy, dx)
+            num = wv if num is None else num + wv
+            den = w if den is None else den + w
+    return num, den
+
+
 def bilateral(
     x: torch.Tensor,
     sigma: Param,
@@ -184,11 +299,14 @@ def bilateral(
     spatial_sigma: Param | None = None,
     guide: torch.Tensor | None = None,
     joint: bool = False,
+    blind_spot: int | None = None,
 ) -> torch.Tensor:
     """Bilateral filter: :func:`nlm` with a 1x1 patch (range weight on single pixels).
 
     Parameters and returns as for :func:`nlm`; ``spatial_sigma`` gives the classic
     spatial Gaussian factor of the bilateral filter (off by default: a box window).
+    With ``blind_spot`` the range weights compare each neighbour with the mean of the
+    ring just outside the blind region instead of the centre value.
 
     References
     ----------
@@ -203,6 +321,7 @@ def bilateral(
         spatial_sigma=spatial_sigma,
         guide=guide,
         joint=joint,
+        blind_spot=blind_spot,
     )
 
 

@@ -172,13 +172,18 @@ class Restorer:
 
             i = self.stack.n // 2  # a stack: the middle plane
             p = self.p if i == 0 else self.stack.plane(i, self.device)
-            with thread_policy(filter=True), _filter_threads():
+            with thread_policy(filter=True, pixels=self._pixels()), _filter_threads():
                 self._auto = sure_strength(
                     self.net, p.x, self._maps[i], self._std_of(i, p), self.inputs
                 )
             if self.stack.n > 1:
                 self._auto[1]["plane"] = list(self.stack.index(i))
         return self._auto
+
+    def _pixels(self) -> int:
+        """Pixels one plane's filter works on (all channels)."""
+        C, _, H, W = self.p.x.shape
+        return int(C * H * W)
 
     def render(self, strength: float | str = 1.0) -> Restoration:
         """Run the classical filter with the cached maps times ``strength`` (a number
@@ -193,7 +198,11 @@ class Restorer:
         with thread_policy():
             for i in range(st.n):
                 p = self.p if i == 0 else st.plane(i, self.device)
-                with torch.no_grad(), thread_policy(filter=True), _filter_threads():
+                with (
+                    torch.no_grad(),
+                    thread_policy(filter=True, pixels=self._pixels()),
+                    _filter_threads(),
+                ):
                     y = net.filter(p.x, self._maps[i], strength=strength, **self.inputs)
                 o = (y[:, 0] * p.scale + p.offset).cpu().numpy().astype(p.out_dtype, copy=False)
                 if out is None:

@@ -64,3 +64,42 @@ def test_the_filter_runs_single_threaded_unless_pkn_threads_is_set(monkeypatch):
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_busy_elsewhere_reads_proc_and_reuses_a_fresh_answer(monkeypatch):
+    import pkn._threads as T
+
+    ticks = iter([(100, 1000), (300, 1200)])  # 200 of 200 jiffies busy: every CPU busy
+    monkeypatch.setattr(T, "_cpu_ticks", lambda: next(ticks))
+    monkeypatch.setattr(T, "_LAST", [float("-inf"), False])
+    assert T.busy_elsewhere(sample=0.001) is True
+    monkeypatch.setattr(T, "_cpu_ticks", lambda: None)
+    assert T.busy_elsewhere(sample=0.001) is True  # reused within a second
+    assert T.busy_elsewhere(sample=0.001, reuse=0.0) is False  # no /proc: never busy
+
+
+def test_thread_policy_drops_to_one_thread_when_others_are_busy(monkeypatch):
+    import torch
+
+    import pkn._threads as T
+
+    monkeypatch.delenv("PKN_THREADS", raising=False)
+    monkeypatch.delenv("PKN_CONCURRENCY", raising=False)
+    monkeypatch.setattr(T, "cpus", lambda: 2)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        monkeypatch.setattr(T, "busy_elsewhere", lambda: True)
+        with T.thread_policy() as n:
+            assert n == 1
+        monkeypatch.setattr(T, "busy_elsewhere", lambda: False)
+        with T.thread_policy() as n:
+            assert n == 2
+        with T.thread_policy(filter=True, pixels=1000) as n:
+            assert n == 1  # a small filter stays on one thread
+        monkeypatch.setenv("PKN_THREADS", "2")
+        monkeypatch.setattr(T, "busy_elsewhere", lambda: True)
+        with T.thread_policy(filter=True, pixels=1000) as n:
+            assert n == 2  # the override wins
+    finally:
+        torch.set_num_threads(before)

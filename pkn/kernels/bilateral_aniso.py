@@ -7,8 +7,7 @@ from torch import nn
 
 from ._band import Scratch, as_map_fast, pad_band, resample_rows
 from ._common import Param, as_map, check_guide, check_image, odd_int, pad, row_tiles
-from .registry import Kernel, half_maps
-from .registry import Param as P
+from .registry import Kernel, correlation, half_maps, px_sigma, signal_sigma
 
 __all__ = ["BilateralAniso", "bilateral_aniso", "covariance"]
 
@@ -343,36 +342,6 @@ def _apply(x, maps, options, guide=None, **_):
     return bilateral_aniso(x, **maps, guide=guide, **options)
 
 
-def _sig(name: str, label: str) -> P:
-    return P(
-        name,
-        unit="px",
-        low=0.0,
-        high=4.0,
-        init=1.0,
-        remap="sigmoid",
-        strength=True,
-        label=label,
-        doc="[0, 4] px",
-        colormap="viridis",
-    )
-
-
-def _corr(name: str, label: str) -> P:
-    return P(
-        name,
-        unit="none",
-        low=-1.0,
-        high=1.0,
-        init=0.0,
-        remap="correlation",
-        label=label,
-        doc="(-0.999, 0.999)",
-        colormap="coolwarm",
-        limits="unit",
-    )
-
-
 KERNELS = (
     Kernel(
         name="bilateral-aniso",
@@ -383,23 +352,12 @@ KERNELS = (
         function=bilateral_aniso,
         module=BilateralAniso,
         params=(
-            _sig("sigma1", "sigma1 (along x)"),
-            _sig("sigma2", "sigma2 (along y)"),
-            _corr("rho", "rho (correlation of x and y)"),
-            P(
-                "sigma",
-                unit="intensity",
-                low=0.0,
-                high=4.0,
-                init=1.2,
-                remap="noise",
-                strength=True,
-                label="sigma (signal)",
-                doc="multiplier in [0, 4] times the local noise std",
-                colormap="magma",
-            ),
-            _corr("rho_xs", "rho_xs (correlation of x and signal)"),
-            _corr("rho_ys", "rho_ys (partial correlation of y and signal given x)"),
+            px_sigma("sigma1", "sigma1 (along x)"),
+            px_sigma("sigma2", "sigma2 (along y)"),
+            correlation("rho", "rho (correlation of x and y)"),
+            signal_sigma(),
+            correlation("rho_xs", "rho_xs (correlation of x and signal)"),
+            correlation("rho_ys", "rho_ys (partial correlation of y and signal given x)"),
         ),
         apply=_apply,
         radius=lambda maps, o, i: o.get("search_size", 5) // 2,

@@ -16,8 +16,7 @@ from ._band import Scratch, as_map_fast, pad_band, resample_rows, resampled_radi
 from ._common import Param, as_map, check_image, odd_int, pad, row_tiles
 from ._gaussian_general import _general_tile
 from ._gaussian_separable import _no_scratch, _separable_tile
-from .registry import Kernel, half_maps
-from .registry import Param as P
+from .registry import Kernel, correlation, half_maps, largest, px_sigma
 
 __all__ = ["Gaussian", "gaussian"]
 
@@ -206,38 +205,9 @@ def _radius(maps, options, inputs) -> int:
     """The window radius :func:`gaussian` uses: ``size // 2``, else 3 x the largest sigma."""
     if options.get("size") is not None:
         return int(options["size"]) // 2
-    given = {**options, **maps}  # sigma2 may come as an option of the isotropic descriptor
-    sig = [v for n, v in given.items() if n.startswith("sigma") and v is not None]
-    top = max(float(v.detach().max()) if isinstance(v, torch.Tensor) else float(v) for v in sig)
-    return math.ceil(_TRUNCATE * top)
+    # sigma2 may come as an option of the isotropic descriptor
+    return math.ceil(_TRUNCATE * largest({**options, **maps}))
 
-
-def _sig(name: str, label: str) -> P:
-    return P(
-        name,
-        unit="px",
-        low=0.0,
-        high=4.0,
-        init=1.0,
-        strength=True,
-        label=label,
-        doc="[0, 4] px",
-        colormap="viridis",
-    )
-
-
-_RHO = P(
-    "rho",
-    unit="none",
-    low=-1.0,
-    high=1.0,
-    init=0.0,
-    remap="correlation",
-    label="rho (correlation of x and y)",
-    doc="(-0.999, 0.999)",
-    colormap="coolwarm",
-    limits="unit",
-)
 
 KERNELS = (
     Kernel(
@@ -247,7 +217,7 @@ KERNELS = (
         description="isotropic Gaussian blur, per-pixel sigma (pixels)",
         function=gaussian,
         module=Gaussian,
-        params=(_sig("sigma1", "sigma"),),
+        params=(px_sigma("sigma1", "sigma"),),
         radius=_radius,
         fixed_window=lambda r: {"size": 2 * r + 1},
         grid=lambda t: {"sigma1": 4.0 * t},
@@ -262,7 +232,11 @@ KERNELS = (
         "along y, rho)",
         function=gaussian,
         module=Gaussian,
-        params=(_sig("sigma1", "sigma1 (along x)"), _sig("sigma2", "sigma2 (along y)"), _RHO),
+        params=(
+            px_sigma("sigma1", "sigma1 (along x)"),
+            px_sigma("sigma2", "sigma2 (along y)"),
+            correlation("rho", "rho (correlation of x and y)"),
+        ),
         radius=_radius,
         fixed_window=lambda r: {"size": 2 * r + 1},
         glyphs=("sigma1", "sigma2", "rho"),

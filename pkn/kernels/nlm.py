@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ._common import Param, as_map, check_guide, check_image, odd_int, pad, row_tiles
-from .registry import Kernel, half_maps
+from .registry import Kernel, half_maps, signal_sigma
 from .registry import Param as P
 
 __all__ = ["NLM", "Bilateral", "bilateral", "nlm"]
@@ -405,18 +407,7 @@ def _probe_options(options, channels):
     return dict(options)
 
 
-_SIGMA = P(
-    "sigma",
-    unit="intensity",
-    low=0.0,
-    high=4.0,
-    init=1.2,
-    remap="noise",
-    strength=True,
-    label="sigma (signal)",
-    doc="multiplier in [0, 4] times the local noise std",
-    colormap="magma",
-)
+_SIGMA = signal_sigma()
 _SPATIAL = P(
     "spatial_sigma",
     unit="px",
@@ -430,55 +421,48 @@ _SPATIAL = P(
 _NLM_RADIUS = lambda maps, o, i: o.get("patch_size", 3) // 2 + o.get("search_size", 5) // 2  # noqa: E731
 _SPATIAL_GRID = (0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 3.9)  # the oracle's second axis, px
 
+_NLM = Kernel(
+    name="nlm",
+    rank=0,
+    task="denoise",
+    description="non-local means (3x3 patches, 5x5 search), per-pixel signal sigma and "
+    "spatial sigma",
+    function=nlm,
+    module=NLM,
+    params=(_SIGMA, _SPATIAL),
+    apply=_apply(nlm),
+    radius=_NLM_RADIUS,
+    probe_options=_probe_options,
+    weights_from_guide=True,
+    grid=lambda t: {"sigma": 4.0 * t, "spatial_sigma": _SPATIAL_GRID[-1]},
+    refine={"spatial_sigma": _SPATIAL_GRID},
+    example=lambda x, gen: (half_maps(x, sigma=0.1), {}, {}),
+    example_doc="nlm(x, sigma), sigma = half-res map of 0.1; patch 3, search 5",
+)
+# the same filters with the signal sigma only (the paper's kernel) and a 1x1 patch
 KERNELS = (
-    Kernel(
-        name="nlm",
-        rank=0,
-        task="denoise",
-        description="non-local means (3x3 patches, 5x5 search), per-pixel signal sigma and "
-        "spatial sigma",
-        function=nlm,
-        module=NLM,
-        params=(_SIGMA, _SPATIAL),
-        apply=_apply(nlm),
-        radius=_NLM_RADIUS,
-        probe_options=_probe_options,
-        weights_from_guide=True,
-        grid=lambda t: {"sigma": 4.0 * t, "spatial_sigma": _SPATIAL_GRID[-1]},
-        refine={"spatial_sigma": _SPATIAL_GRID},
-        example=lambda x, gen: (half_maps(x, sigma=0.1), {}, {}),
-        example_doc="nlm(x, sigma), sigma = half-res map of 0.1; patch 3, search 5",
-    ),
-    Kernel(
+    _NLM,
+    replace(
+        _NLM,
         name="nlm-sigma",
         rank=1,
-        task="denoise",
         description="non-local means (3x3 patches, 5x5 search), per-pixel signal sigma only",
-        function=nlm,
-        module=NLM,
         params=(_SIGMA,),
-        apply=_apply(nlm),
-        radius=_NLM_RADIUS,
-        probe_options=_probe_options,
-        weights_from_guide=True,
         grid=lambda t: {"sigma": 4.0 * t},
-        example=lambda x, gen: (half_maps(x, sigma=0.1), {}, {}),
-        example_doc="nlm(x, sigma), sigma = half-res map of 0.1; patch 3, search 5",
+        refine={},
     ),
-    Kernel(
+    replace(
+        _NLM,
         name="bilateral",
         rank=2,
-        task="denoise",
         description="bilateral filter (5x5 window), per-pixel range sigma",
         function=bilateral,
         module=Bilateral,
         params=(_SIGMA,),
         apply=_apply(bilateral),
         radius=lambda maps, o, i: o.get("search_size", 5) // 2,
-        probe_options=_probe_options,
-        weights_from_guide=True,
         grid=lambda t: {"sigma": 4.0 * t},
-        example=lambda x, gen: (half_maps(x, sigma=0.1), {}, {}),
+        refine={},
         example_doc="bilateral(x, sigma), sigma = half-res map of 0.1; search 5",
     ),
 )

@@ -19,8 +19,7 @@ from ._band import Scratch, resampled_radius
 from ._common import Param, check_image, row_tiles
 from ._rbf_band import _LOG2E, _band, _coefficients, _quad
 from ._rbf_grid import _axis, _band_map, _output_size, _param, _phases
-from .registry import Kernel, half_maps
-from .registry import Param as P
+from .registry import Kernel, correlation, half_maps, largest, px_sigma
 
 __all__ = ["RBFResample", "rbf_resample"]
 
@@ -239,24 +238,12 @@ class RBFResample(nn.Module):
 
 
 # ------------------------------------------------------------------ descriptor
-def _sig(name: str, label: str) -> P:
-    return P(
-        name,
-        unit="px",
-        low=0.0,
-        high=2.0,
-        init=0.5,
-        strength=True,
-        label=label,
-        doc="[0, 2] input px",
-        colormap="viridis",
-    )
+def _sig(name: str, label: str):
+    return px_sigma(name, label, high=2.0, init=0.5, doc="[0, 2] input px")
 
 
 def _radius(maps, options, inputs) -> int:
-    sig = [v for n, v in maps.items() if n.startswith("sigma") and v is not None]
-    top = max(float(v.detach().max()) if isinstance(v, torch.Tensor) else float(v) for v in sig)
-    return math.ceil(3 * top) + 1
+    return math.ceil(3 * largest(maps)) + 1
 
 
 def _example(x, gen):
@@ -275,18 +262,7 @@ KERNELS = (
         params=(
             _sig("sigma1", "sigma1 (along x)"),
             _sig("sigma2", "sigma2 (along y)"),
-            P(
-                "rho",
-                unit="none",
-                low=-1.0,
-                high=1.0,
-                init=0.0,
-                remap="correlation",
-                label="rho (correlation of x and y)",
-                doc="(-0.999, 0.999)",
-                colormap="coolwarm",
-                limits="unit",
-            ),
+            correlation("rho", "rho (correlation of x and y)"),
         ),
         inputs=("size",),
         pixel_grid="output",

@@ -31,7 +31,18 @@ import torch
 
 from . import remap
 
-__all__ = ["Kernel", "Param", "get", "half_maps", "names", "registry"]
+__all__ = [
+    "Kernel",
+    "Param",
+    "correlation",
+    "get",
+    "half_maps",
+    "largest",
+    "names",
+    "px_sigma",
+    "registry",
+    "signal_sigma",
+]
 
 UNITS = ("intensity", "px", "none")
 REMAPS = ("sigmoid", "noise", "correlation", "none")
@@ -294,6 +305,62 @@ class Kernel:
     def support(self, maps: Mapping, options: Mapping | None = None, **inputs) -> int:
         """Support radius in input pixels for these maps and options."""
         return int(self.radius(dict(maps), dict(options or {}), inputs))
+
+
+# ---------------------------------------------------------- the common parameters
+def signal_sigma() -> Param:
+    """The signal (range) sigma of NLM-type kernels: a multiple of the local noise std."""
+    return Param(
+        "sigma",
+        unit="intensity",
+        low=0.0,
+        high=4.0,
+        init=1.2,
+        remap="noise",
+        strength=True,
+        label="sigma (signal)",
+        doc="multiplier in [0, 4] times the local noise std",
+        colormap="magma",
+    )
+
+
+def px_sigma(
+    name: str, label: str, *, high: float = 4.0, init: float = 1.0, doc: str = ""
+) -> Param:
+    """A spatial sigma in input pixels, in ``[0, high]``, scaled by strength."""
+    return Param(
+        name,
+        unit="px",
+        low=0.0,
+        high=high,
+        init=init,
+        strength=True,
+        label=label,
+        doc=doc or f"[0, {high:g}] px",
+        colormap="viridis",
+    )
+
+
+def correlation(name: str, label: str) -> Param:
+    """A correlation in (-1, 1), kept inside by the network's remapping."""
+    return Param(
+        name,
+        unit="none",
+        low=-1.0,
+        high=1.0,
+        init=0.0,
+        remap="correlation",
+        label=label,
+        doc="(-0.999, 0.999)",
+        colormap="coolwarm",
+        limits="unit",
+    )
+
+
+def largest(maps: Mapping, prefix: str = "sigma") -> float:
+    """The largest value of the maps (or numbers) whose names start with ``prefix``."""
+    vals = [v for n, v in maps.items() if n.startswith(prefix) and v is not None]
+    return max(float(v.detach().max()) if isinstance(v, torch.Tensor) else float(v) for v in vals)
 
 
 def half_maps(x: torch.Tensor, **values: float) -> dict[str, torch.Tensor]:

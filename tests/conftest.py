@@ -11,3 +11,14 @@ def _one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture
+def notes():
+    """napari notifications shown during the test."""
+    from napari.utils.notifications import notification_manager
+
+    got = []
+    notification_manager.notification_ready.connect(got.append)
+    yield got
+    notification_manager.notification_ready.disconnect(got.append)

@@ -66,17 +66,6 @@ def all_models(monkeypatch, stand_ins):
 
 
 @pytest.fixture
-def notes():
-    """napari notifications shown during the test."""
-    from napari.utils.notifications import notification_manager
-
-    got = []
-    notification_manager.notification_ready.connect(got.append)
-    yield got
-    notification_manager.notification_ready.disconnect(got.append)
-
-
-@pytest.fixture
 def viewer_widget(make_napari_viewer):
     viewer = make_napari_viewer()
     widget = PKNWidget(viewer)

@@ -33,16 +33,6 @@ def _tmp_folders(tmp_path, monkeypatch):
 
 
 @pytest.fixture
-def notes():
-    from napari.utils.notifications import notification_manager
-
-    got = []
-    notification_manager.notification_ready.connect(got.append)
-    yield got
-    notification_manager.notification_ready.disconnect(got.append)
-
-
-@pytest.fixture
 def viewer_widget(make_napari_viewer):
     """The widget as napari makes it from the menu (it sees the viewer through proxies)."""
     viewer = make_napari_viewer()

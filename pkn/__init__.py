@@ -18,8 +18,11 @@ __all__ = [
     "adapt",
     "calibrate",
     "catalogue",
+    "check_psf",
     "estimate_noise",
+    "import_psf",
     "kernels",
+    "psf",
     "restore",
     "samples",
 ]
@@ -35,6 +38,9 @@ _LAZY = {
     "NoiseModel": ("pkn.noise", "NoiseModel"),
     "kernels": ("pkn.kernels", None),
     "samples": ("pkn.samples", None),
+    "psf": ("pkn.psf", None),
+    "import_psf": ("pkn.psf", "import_psf"),
+    "check_psf": ("pkn.psf", "check_psf"),
 }
 
 

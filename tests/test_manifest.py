@@ -15,6 +15,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 MANIFEST = REPO / "napari.yaml"
+SAMPLES = {"fluorescence", "natural", "bacteria16", "volume", "bead_psf"}
 
 
 def test_manifest_file_is_shared_by_symlink():
@@ -39,7 +40,10 @@ def test_contributions_resolve():
     c = mf.contributions
     commands = {cmd.id: cmd for cmd in c.commands}
     assert [w.display_name for w in c.widgets] == ["PKN restoration"]
-    assert {s.key for s in c.sample_data} == {"fluorescence", "natural"}
+    assert {s.key for s in c.sample_data} == SAMPLES
+    assert [w.command for w in c.writers] == ["napari-pkn.write_layers"]
+    assert c.writers[0].layer_types == ["image+"]
+    assert [r.command for r in c.readers] == ["napari-pkn.get_reader"]
     for cmd in commands.values():
         module, _, attr = cmd.python_name.partition(":")
         assert callable(getattr(importlib.import_module(module), attr))
@@ -62,13 +66,16 @@ def test_napari_discovers_the_plugin():
     ours = [w for w in pm.iter_widgets() if w.plugin_name == "napari-pkn"]
     assert [w.display_name for w in ours] == ["PKN restoration"]
     samples = dict(pm.iter_sample_data()).get("napari-pkn", [])
-    assert {s.key for s in samples} == {"fluorescence", "natural"}
+    assert {s.key for s in samples} == SAMPLES
+    writers = [w.command for w in pm.iter_compatible_writers(["image", "image", "image"])]
+    assert "napari-pkn.write_layers" in writers
 
 
 def test_importing_the_manifest_modules_does_not_import_torch():
     code = (
         "import sys, json\n"
         "import napari_pkn, napari_pkn._qt._widget, napari_pkn._sample_data\n"
+        "import napari_pkn._writer\n"
         "import napari_pkn._scripting, napari_pkn._launch\n"
         "heavy = [m for m in sys.modules if m.split('.')[0] == 'torch' or m in\n"
         "         ('pkn.restoration', 'pkn.kernels', 'pkn.models')]\n"
@@ -117,7 +124,7 @@ def test_qt_lives_under_qt():
     code = (
         "import sys, json\n"
         "import napari_pkn._scripting, napari_pkn._layers, napari_pkn._launch\n"
-        "import napari_pkn._sample_data\n"
+        "import napari_pkn._sample_data, napari_pkn._writer\n"
         "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in\n"
         "    ('qtpy', 'superqt', 'PyQt5', 'PyQt6', 'PySide2', 'PySide6'))))\n"
     )
@@ -136,6 +143,7 @@ NOT_DISPATCH = {
     "_qt/_form.py": {"gaussian", "sigma", "a", "b"},
     "_qt/_run.py": {"sigma", "a", "b"},
     "_layers.py": {"affine", "sigma1", "sigma2", "rho"},
+    "_qt/_probe.py": {"affine"},  # napari's layer keyword (geometry copied to the probe)
 }
 
 

@@ -11,6 +11,9 @@ and napari are imported here (no torch).
 
 from __future__ import annotations
 
+import math
+import re
+
 import numpy as np
 
 __all__ = [
@@ -18,13 +21,21 @@ __all__ = [
     "contrast_limits",
     "derived_geometry",
     "map_style",
+    "number",
+    "pixel_size_text",
     "probe_spec",
+    "psf_spec",
     "put_layers",
     "qc_spec",
+    "readable",
     "require_image",
     "result_specs",
+    "unit_suffix",
     "units_text",
 ]
+
+PROBE_NAME = "PKN probe (kernel weights)"  # one layer, updated in place
+PROBE_OPACITY = 0.6
 
 
 def require_image(layer):
@@ -128,16 +139,90 @@ def map_style(param, values: np.ndarray) -> dict:
     return {"colormap": cmap, "contrast_limits": contrast_limits(limits, values)}
 
 
-def units_text(kernel, param) -> str:
+def pixel_size_text(layer) -> str:
+    """``"1 px = 0.1 µm"`` (``"1 px = 0.5 µm (y) x 0.25 µm (x)"`` for non-square pixels) from
+    the input layer's scale and units along its last two axes; ``""`` when they are in
+    pixels (no physical units).
+
+    Examples
+    --------
+    >>> from napari.layers import Image
+    >>> pixel_size_text(Image(np.zeros((4, 4)), scale=(0.1, 0.1), units=("um", "um")))
+    '1 px = 0.1 µm'
+    """
+    if layer is None:
+        return ""
+    units = [str(u) for u in tuple(getattr(layer, "units", ()))[-2:]]
+    scale = [float(v) for v in tuple(layer.scale)[-2:]]
+    if len(units) < 2 or all(u in ("pixel", "dimensionless", "") for u in units):
+        return ""
+    short = [f"{u:~P}" if hasattr(u, "dimensionality") else str(u) for u in layer.units[-2:]]
+    if short[0] == short[1] and math.isclose(scale[0], scale[1], rel_tol=1e-6):
+        return f"1 px = {number(scale[1])} {short[1]}"
+    return f"1 px = {number(scale[0])} {short[0]} (y) x {number(scale[1])} {short[1]} (x)"
+
+
+def units_text(kernel, param, layer=None) -> str:
     """Human units of a parameter map, from ``Param.unit`` and the kernel's pixel grid:
     ``"intensity"`` -> the input's intensity units; ``"px"`` -> pixels (input pixels where
-    the kernel's output is on another grid); ``"none"`` -> ``""`` (its label says what it
-    is)."""
+    the kernel's output is on another grid), with their physical size where the input
+    ``layer`` has a scale with units (``"px; 1 px = 0.1 µm"``); ``"none"`` -> ``""`` (its
+    label says what it is)."""
     if param is None or param.unit == "none":
         return ""
     if param.unit == "intensity":
         return "intensity units of the input"
-    return "pixels" if kernel.pixel_grid == "input" else "input pixels"
+    px = "px" if kernel.pixel_grid == "input" else "input px"
+    size = pixel_size_text(layer)
+    return f"{px}; {size}" if size else px
+
+
+def unit_suffix(kernel, param, layer=None) -> str:
+    """What a map layer's name ends with: its units in brackets (``" (px; 1 px = 0.1 µm)"``,
+    ``" (intensity)"``), or ``""`` for a map without units."""
+    if param is None or param.unit == "none":
+        return ""
+    if param.unit == "intensity":
+        return " (intensity)"
+    return f" ({units_text(kernel, param, layer)})"
+
+
+def number(v) -> str:
+    """A readable number: at most 3 significant digits, no exponent between 1e-3 and 1e6,
+    plain Python text (never a ``np.float32(...)`` repr).
+
+    Examples
+    --------
+    >>> number(np.float32(27.4321)), number(-385.2), number(np.int64(-50)), number(1e-5)
+    ('27.4', '-385', '-50', '1e-05')
+    """
+    x = float(v)
+    if not math.isfinite(x):
+        return str(x)
+    if x == 0:
+        return "0"
+    if float(x).is_integer() and abs(x) < 1e6:
+        return str(int(x))
+    if 1e-3 <= abs(x) < 1e6:
+        decimals = max(0, 2 - math.floor(math.log10(abs(x))))
+        text = f"{x:.{decimals}f}"
+        return text.rstrip("0").rstrip(".") if "." in text else text
+    return f"{x:.3g}"
+
+
+_NP_REPR = re.compile(r"np\.(?:u?int|float|complex|bool_?|str_)\d*\((['\"]?)([^()]*?)\1\)")
+
+
+def readable(message: str) -> str:
+    """``message`` with numpy scalar reprs (``np.int64(-50)``, ``np.float32(1.5)``) replaced
+    by their plain values.
+
+    Examples
+    --------
+    >>> readable("factor must be > 1, got np.int64(-50).")
+    'factor must be > 1, got -50.'
+    """
+    return _NP_REPR.sub(lambda m: m.group(2), str(message))
 
 
 def _param(kernel, name: str):
@@ -149,13 +234,18 @@ def put_layers(viewer, specs: list[tuple]) -> list:
     """Add ``(data, kwargs, type)`` layers; a PKN layer of the same name is replaced.
 
     Replaced layers keep their place in the layer list, so re-running a restoration does
-    not pile up layers. Returns the new layer objects, in order.
+    not pile up layers. ``kwargs["colorbar"]`` (not a layer argument) shows the layer's
+    colorbar (napari >= 0.5). Returns the new layer objects, in order.
     """
     from napari.layers import Layer
 
     out = []
     for data, kwargs, kind in specs:
-        layer = Layer.create(data, dict(kwargs), kind)
+        kwargs = dict(kwargs)
+        colorbar = bool(kwargs.pop("colorbar", False))
+        layer = Layer.create(data, kwargs, kind)
+        if colorbar and hasattr(layer, "colorbar"):
+            layer.colorbar.visible = True
         name = kwargs.get("name")
         old = viewer.layers[name] if name in viewer.layers else None
         if old is not None and "pkn" in old.metadata:
@@ -202,14 +292,18 @@ def result_specs(layer, job, show_maps: bool = True, show_qc: bool | None = None
     kernel = job.kernel
     for name, values in job.maps.items():
         p = _param(kernel, name)
+        units = units_text(kernel, p, layer)
+        label = name if p is None else p.title
         about = {
             "parameter": name,
-            "label": name if p is None else p.title,
-            "units": units_text(kernel, p),
+            "label": label,
+            "units": units,
+            "colorbar": f"{label} ({units})" if units else label,
         }
         kw = {
-            "name": f"{base} {name}",
+            "name": f"{base} {name}{unit_suffix(kernel, p, layer)}",
             "visible": show_maps,
+            "colorbar": True,
             "metadata": {"pkn": {**meta, **about}},
             **map_style(p, values),
             **derived_geometry(layer, (f, f), (0.5 * f - 0.5,) * 2, extra_axis=src.rgb),
@@ -235,10 +329,12 @@ def qc_spec(layer, job, visible: bool = False) -> tuple:
     about = {
         "label": "QC: residual (input - result) / noise std",
         "units": "noise std",
+        "colorbar": "residual (input - result) in noise std",
         "qc": "(input - result) / noise std; about N(0, 1) where only noise was removed",
     }
     kw = {
         "name": f"{base_name(layer.name, job.entry.name)} qc",
+        "colorbar": True,
         "colormap": QC_COLORMAP,
         "contrast_limits": QC_LIMITS,
         "visible": visible,
@@ -325,32 +421,60 @@ def vectors_spec(layer, job, show_maps: bool = True) -> tuple:
 
 
 def probe_spec(layer, job, index: tuple, pixel: tuple, channel: int, probe) -> tuple:
-    """The weights one output pixel used, as a small Image layer over the input pixels."""
+    """The weights one output pixel used, as a small Image layer over the input pixels.
+
+    One layer for every probe (:data:`PROBE_NAME`), semi-transparent: non-negative weights
+    are added onto the image (black adds nothing, so only the weights show), signed ones
+    (deblurring) are drawn at :data:`PROBE_OPACITY`.
+    """
     wts = np.asarray(probe.weights, np.float32)
     data = wts.reshape((1,) * len(index) + wts.shape)
     lo, hi = float(wts.min()), float(wts.max())
     if lo < 0:
         m = max(-lo, hi)
-        style = {"colormap": "coolwarm", "contrast_limits": (-m, m)}
+        style = {"colormap": "coolwarm", "contrast_limits": (-m, m), "blending": "translucent"}
     else:
-        style = {"colormap": "inferno", "contrast_limits": (0.0, hi if hi > 0 else 1.0)}
+        hi = hi if hi > 0 else 1.0
+        style = {"colormap": "inferno", "contrast_limits": (0.0, hi), "blending": "additive"}
     info = {
+        "input_layer": layer.name,
+        "model": job.entry.name,
         "plane": [int(i) for i in index],
         "pixel": [int(pixel[0]), int(pixel[1])],
         "channel": int(channel),
         "origin": [int(v) for v in probe.origin],
-        "sum": probe.sum,
-        "min": probe.min,
-        "n_eff": probe.n_eff,
+        "sum": float(probe.sum),
+        "min": float(probe.min),
+        "n_eff": float(probe.n_eff),
         "value": float(probe.value),
         "bias": float(probe.bias),
+        "strength": job.strength,
     }
     kw = {
-        "name": f"{base_name(layer.name, job.entry.name)} probe",
-        "opacity": 0.9,
-        "blending": "translucent",
+        "name": PROBE_NAME,
+        "opacity": PROBE_OPACITY,
         "metadata": {"pkn": {**job.provenance(), "probe": info}},
         **style,
         **derived_geometry(layer, np.ones(data.ndim), (*index, *probe.origin)),
     }
     return data, kw, "image"
+
+
+def psf_spec(layer, psf: np.ndarray, info: dict) -> tuple:
+    """The PSF a deconvolution used, as an Image layer named ``"PSF used (imported from
+    <layer>)"`` with the input's pixel size (its last two axes) and the import's
+    provenance (``info``: :func:`napari_pkn._scripting.psf_from_layer`'s) in
+    ``metadata["pkn"]``."""
+    source = info.get("psf_layer", "?")
+    scale = tuple(float(v) for v in tuple(layer.scale)[-2:])
+    units = tuple(str(u) for u in tuple(layer.units)[-2:])
+    kw = {
+        "name": f"PSF used (imported from {source})",
+        "colormap": "inferno",
+        "contrast_limits": (0.0, float(np.max(psf)) or 1.0),
+        "scale": scale,
+        "units": units,
+        "colorbar": True,
+        "metadata": {"pkn": {"psf_used": True, "input_layer": layer.name, **info}},
+    }
+    return np.asarray(psf, np.float32), kw, "image"

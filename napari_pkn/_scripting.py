@@ -12,12 +12,14 @@ plane. torch and pkn's submodules are imported inside functions only.
 from __future__ import annotations
 
 import math
+import numbers
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from ._layers import put_layers, require_image, result_specs
+from ._layers import put_layers, readable, require_image, result_specs
 
 __all__ = ["Job", "Options", "Source", "catalogue", "restore_layer", "tasks"]
 
@@ -78,16 +80,100 @@ def source_from_layer(layer) -> Source:
     return src
 
 
-def psf_from_layer(layer) -> np.ndarray:
-    """A point-spread function from a 2-D gray Image layer (float32 copy)."""
+def _plain(v):
+    """``v`` as JSON-friendly Python values (numpy scalars and arrays become numbers and
+    lists), for a layer's provenance."""
+    if isinstance(v, dict):
+        return {str(k): _plain(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [_plain(x) for x in v]
+    if isinstance(v, np.ndarray):
+        return _plain(v.tolist())
+    if isinstance(v, np.generic):
+        return v.item()
+    return v
+
+
+def psf_from_layer(layer, image_shape=None) -> tuple[np.ndarray, dict]:
+    """The PSF a deconvolution uses, imported from an Image layer of a bead (2-D, or a 3-D
+    z-stack whose in-focus plane is taken) by :func:`pkn.psf.import_psf` (background
+    removed, centred, cropped, normalised to sum 1) and checked by
+    :func:`pkn.psf.check_psf` against the planes to deblur (``image_shape``).
+
+    Returns
+    -------
+    (numpy.ndarray, dict)
+        The PSF (2-D float32, odd square, sum 1) and its provenance: ``psf_layer`` (the
+        layer's name) and ``psf`` (plane, background, shift, source shape, import info).
+
+    Raises
+    ------
+    TypeError, ValueError
+        Not an Image layer, or not usable as a PSF (the message says why and what to do).
+
+    Examples
+    --------
+    >>> from napari.layers import Image
+    >>> yy, xx = np.mgrid[-7:8, -7:8]
+    >>> bead = Image(100 + 900 * np.exp(-(yy**2 + xx**2) / 3.0), name="bead")
+    >>> psf, info = psf_from_layer(bead)
+    >>> psf.dtype, round(float(psf.sum()), 4), info["psf_layer"]
+    (dtype('float32'), 1.0, 'bead')
+    """
+    from pkn.psf import check_psf, import_psf
+
     require_image(layer)
-    data = np.asarray(layer.data[0] if layer.multiscale else layer.data)
-    if layer.rgb or data.ndim != 2:
+    if layer.rgb:
         raise ValueError(
-            f"a PSF must be a 2-D gray image; layer {layer.name!r} has shape {data.shape}. "
-            "Choose another PSF layer or use a Gaussian blur sigma."
+            f"PSF layer {layer.name!r} is an RGB image; a PSF is one gray 2-D image or a "
+            "3-D z-stack of a bead. Choose another PSF layer or use a Gaussian blur sigma."
         )
-    return data.astype(np.float32)
+    data = layer.data[0] if layer.multiscale else layer.data
+    if np.dtype(data.dtype).kind not in "iuf":
+        raise TypeError(
+            f"PSF layer {layer.name!r} has {data.dtype} pixels; a PSF needs intensities."
+        )
+    if data.ndim not in (2, 3):
+        raise ValueError(
+            f"PSF layer {layer.name!r} has shape {tuple(int(n) for n in data.shape)}; a PSF "
+            "is a 2-D image or a 3-D z-stack of a bead."
+        )
+    name = f"PSF layer {layer.name!r}"
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            psf = import_psf(np.array(data, dtype=np.float32))
+        array = check_psf(psf.array, image_shape=image_shape, name=name)
+    except ValueError as e:
+        text = readable(str(e))
+        raise ValueError(text if name in text else f"{name}: {text}") from None
+    record = {
+        "plane": psf.plane,
+        "background": psf.background,
+        "shift": psf.shift,
+        "source_shape": psf.source_shape,
+        "shape": array.shape,
+        "info": psf.info,
+    }
+    notes = [readable(str(w.message)) for w in caught]
+    if notes:
+        record["warnings"] = notes
+    return np.asarray(array, np.float32), {"psf_layer": layer.name, "psf": _plain(record)}
+
+
+def _real(v) -> bool:
+    """Whether ``v`` is a real number (Python or numpy; not a bool)."""
+    return isinstance(v, numbers.Real) and not isinstance(v, bool | np.bool_)
+
+
+def _say(v) -> str:
+    """A value for a message: numbers plainly (``-50``, never ``np.int64(-50)``), anything
+    else as its repr."""
+    if isinstance(v, int | float | np.integer | np.floating) and not isinstance(v, bool):
+        from ._layers import number
+
+        return number(v)
+    return repr(v)
 
 
 def catalogue():
@@ -139,8 +225,10 @@ def resolve(options: Options, source: Source):
         raise ValueError("deblurring needs the blur: a Gaussian sigma (px) or a PSF layer.")
     if "size" in needs:
         f = o.factor
-        if not (isinstance(f, int | float) and math.isfinite(f) and 1 < f <= MAX_FACTOR):
-            raise ValueError(f"the upsampling factor must be in (1, {MAX_FACTOR:g}], got {f!r}.")
+        if not (_real(f) and math.isfinite(f) and 1 < f <= MAX_FACTOR):
+            raise ValueError(
+                f"the upsampling factor must be in (1, {MAX_FACTOR:g}], got {_say(f)}."
+            )
         h, w = source.spatial
         if round(h * f) * round(w * f) > MAX_OUTPUT_PIXELS:
             raise ValueError(
@@ -154,8 +242,8 @@ def resolve(options: Options, source: Source):
                 f"strength='auto' chooses the strength for {AUTO_TASK} only (SURE needs a "
                 f"noise model); give {o.task} a number."
             )
-    elif not (isinstance(s, int | float) and math.isfinite(s) and s >= 0):
-        raise ValueError(f"strength must be a finite number >= 0 or 'auto', got {s!r}.")
+    elif not (_real(s) and math.isfinite(s) and s >= 0):
+        raise ValueError(f"strength must be a finite number >= 0 or 'auto', got {_say(s)}.")
     return entry
 
 
@@ -248,7 +336,7 @@ class Job:
                     yield done, total, f"strength {s:.2f} chosen by SURE on plane {k + 1}"
                 self.store(idx, r.render(self.strength))
             except (TypeError, ValueError) as e:
-                raise type(e)(f"{where}: {e}") from None
+                raise type(e)(readable(f"{where}: {e}")) from None
             done += 1
             yield done, total, f"plane {k + 1}/{n}: filtered"
 
@@ -348,7 +436,9 @@ def restore_layer(viewer, layer, task: str = "denoise", kernel: str | None = Non
         lists them); default: the task's default kernel.
     **options
         ``noise`` (None = estimated, a sigma, or ``(a, b)``), ``blur`` (a Gaussian sigma,
-        ``(sigma_y, sigma_x, rho)``, a 2-D array or an Image layer holding the PSF),
+        ``(sigma_y, sigma_x, rho)``, a 2-D PSF array, or an Image layer of a bead, 2-D or
+        a 3-D z-stack, imported by :func:`pkn.psf.import_psf` and checked: see
+        :func:`psf_from_layer`; its provenance goes to ``metadata["pkn"]["psf"]``),
         ``factor`` (upsampling), ``strength`` (default 1; ``"auto"`` for denoising: the
         strength minimising SURE on the first plane, used for every plane and recorded as
         ``strength_auto``), ``maps`` (default True: the map layers are visible), ``qc``
@@ -381,8 +471,7 @@ def restore_layer(viewer, layer, task: str = "denoise", kernel: str | None = Non
     source = source_from_layer(layer)
     extra = None
     if isinstance(options.get("blur"), Layer):
-        extra = {"psf_layer": options["blur"].name}
-        options["blur"] = psf_from_layer(options["blur"])
+        options["blur"], extra = psf_from_layer(options["blur"], source.spatial)
     opts = Options(task, kernel, extra=extra, **options)
     job = Job(source, opts, resolve(opts, source), layer.name)
     for _ in job.run():

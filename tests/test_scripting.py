@@ -37,13 +37,15 @@ def test_restore_layer_adds_and_returns_layers(viewer, cells):
     added = napari_pkn.restore_layer(viewer, layer, "denoise", "nlm", noise=6.0, strength=0.8)
     out, sigma, spatial, qc = added  # nlm: signal sigma and spatial sigma maps; QC map
     assert qc.metadata["pkn"]["units"] == "noise std"
-    assert [ly.name for ly in viewer.layers] == [
+    assert [ly.name for ly in viewer.layers] == [  # the maps' units in their names
         "cells",
         "cells [PKN nlm]",
-        out.name + " sigma",
-        out.name + " spatial_sigma",
+        out.name + " sigma (intensity)",
+        out.name + " spatial_sigma (px; 1 px = 0.2 µm)",
         out.name + " qc",
     ]
+    assert spatial.metadata["pkn"]["units"] == "px; 1 px = 0.2 µm"
+    assert all(ly.colorbar.visible for ly in (sigma, spatial, qc))
     assert spatial.data.shape == (32, 32)
     assert spatial.metadata["pkn"]["parameter"] == "spatial_sigma"
     np.testing.assert_array_equal(layer.data, before)
@@ -134,9 +136,11 @@ def check_map_layer(m, kernel, name):
         assert (lo, hi) == pytest.approx(tuple(np.percentile(values, [0.5, 99.5])), rel=1e-5)
     about = m.metadata["pkn"]
     assert about["parameter"] == name and about["label"] == p.title
-    px = "pixels" if kernel.pixel_grid == "input" else "input pixels"
+    px = "px" if kernel.pixel_grid == "input" else "input px"
     units = {"intensity": "intensity units of the input", "px": px, "none": ""}[p.unit]
     assert about["units"] == units
+    suffix = {"intensity": " (intensity)", "px": f" ({px})", "none": ""}[p.unit]
+    assert m.name.endswith(f"] {name}{suffix}") and m.colorbar.visible
 
 
 def _restore(viewer, layer, entry, **kw):
@@ -237,13 +241,18 @@ def test_layers_of_an_invented_kernel(viewer, grid):
     maps = {p.name: rng.normal(1.0, 2.0, (8, 10)).astype(np.float32) for p in params}
     layer = viewer.add_image(np.zeros((16, 20), np.float32), name="cells")
     added = put_layers(viewer, result_specs(layer, _fake_job(kernel, maps)))
-    assert [ly.name for ly in added] == ["cells [PKN made-up]"] + [
-        f"cells [PKN made-up] {p.name}" for p in params
+    px = "px" if grid == "input" else "input px"
+    assert [ly.name for ly in added] == [
+        "cells [PKN made-up]",
+        "cells [PKN made-up] alpha (intensity)",
+        f"cells [PKN made-up] beta ({px})",
+        "cells [PKN made-up] gamma",
+        "cells [PKN made-up] delta",
     ]
     for m, p in zip(added[1:], params, strict=True):
         check_map_layer(m, kernel, p.name)
     assert added[1].metadata["pkn"]["label"] == "alpha (edges)"
-    assert added[2].metadata["pkn"]["units"] == ("pixels" if grid == "input" else "input pixels")
+    assert added[2].metadata["pkn"]["units"] == px
 
 
 def test_glyphs_follow_the_descriptor_flag(viewer):
@@ -315,19 +324,94 @@ def test_auto_strength_from_scripts(viewer, cells):
 
 
 def test_noise_text_is_one_readable_line():
+    """The noise model as one formula for the std, with its sign and 3 digits."""
     from napari_pkn._qt._run import noise_text
 
     pg = {
         "model": "poisson-gaussian",
-        "a": [27.4],
-        "b": [-385.0],
-        "sigma": [27.3],
+        "a": [np.float64(27.4321)],
+        "b": [np.float64(-385.2)],
+        "sigma": [np.float32(27.31)],
         "estimated": "pkn.noise.calibrate",
     }
     assert noise_text(pg) == (
-        "Poisson-Gaussian noise (estimated): std 27.3 at the mean, variance = 27.4 * I - 385"
+        "noise: std = sqrt(27.4·I − 385) (Poisson-Gaussian, estimated; 27.3 at the mean)"
     )
     given = {"model": "poisson-gaussian", "a": 0.5, "b": 2.0, "estimated": False}
-    assert noise_text(given) == "Poisson-Gaussian noise (given): variance = 0.5 * I + 2"
+    assert noise_text(given) == "noise: std = sqrt(0.5·I + 2) (Poisson-Gaussian, given)"
+    shot = {"model": "poisson-gaussian", "a": 0.5, "b": 0.0, "estimated": False}
+    assert noise_text(shot) == "noise: std = sqrt(0.5·I) (Poisson-Gaussian, given)"
     awgn = {"model": "awgn", "sigma": [0.0512, 0.04], "estimated": "calibrate"}
-    assert noise_text(awgn) == "Gaussian noise (estimated): std 0.0512, 0.04"
+    assert noise_text(awgn) == "noise: std = 0.0512, 0.04 (Gaussian, estimated)"
+
+
+def test_units_of_maps_follow_the_layer_scale(viewer, cells):
+    """Kernel widths in px, with the pixel size where the layer has physical units."""
+    from napari_pkn._layers import pixel_size_text
+
+    plain = viewer.add_image(cells, name="plain")
+    aniso = viewer.add_image(cells, name="aniso", scale=(0.5, 0.25), units=("um", "um"))
+    mixed = viewer.add_image(cells[None], name="z", scale=(2, 0.1, 0.1), units=("um", "nm", "nm"))
+    assert pixel_size_text(plain) == ""
+    assert pixel_size_text(aniso) == "1 px = 0.5 µm (y) x 0.25 µm (x)"
+    assert pixel_size_text(mixed) == "1 px = 0.1 nm"
+    added = napari_pkn.restore_layer(viewer, "plain", kernel="nlm", noise=6.0)
+    assert added[2].name == "plain [PKN nlm] spatial_sigma (px)"
+
+
+def test_messages_have_readable_numbers(viewer, cells):
+    """No numpy scalar reprs (``np.int64(-50)``) in what the user reads."""
+    from napari_pkn._layers import readable
+
+    assert readable("got np.int64(-50) and np.float32(1.5)") == "got -50 and 1.5"
+    layer = viewer.add_image(cells, name="cells")
+    for bad in ({"strength": np.int64(-50)}, {"strength": np.float32(np.nan)}):
+        with pytest.raises(ValueError) as err:
+            napari_pkn.restore_layer(viewer, layer, **bad)
+        assert "np." not in str(err.value) and "got" in str(err.value)
+    with pytest.raises(ValueError, match=r"factor must be in \(1, 16\], got -50\."):
+        napari_pkn.restore_layer(viewer, layer, "upsample", factor=np.int64(-50))
+    out = napari_pkn.restore_layer(viewer, layer, strength=np.int64(1))[0]
+    assert out.metadata["pkn"]["strength"] == 1.0
+
+
+def test_psf_layer_is_imported_from_a_bead(viewer, cells):
+    """A 2-D or 3-D bead layer becomes the PSF through pkn.psf.import_psf (its provenance
+    in the result); a layer that is no PSF is refused with check_psf's message."""
+    yy, xx = np.mgrid[-10:11, -12:13]
+    planes = [np.exp(-(yy**2 + xx**2) / (2 * s * s)) / s**2 for s in (4.0, 1.3, 3.0)]
+    bead = (np.stack(planes) * 900 + 100).astype(np.float32)  # in focus: plane 1
+    stack = viewer.add_image(bead, name="bead3d")
+    before = bead.copy()
+    out = napari_pkn.restore_layer(viewer, cells_layer(viewer, cells), "deblur", blur=stack)[0]
+    np.testing.assert_array_equal(stack.data, before)
+    meta = out.metadata["pkn"]
+    assert meta["psf_layer"] == "bead3d" and meta["blur"] == "psf array"
+    assert meta["psf"]["plane"] == 1 and meta["psf"]["source_shape"] == [3, 21, 25]
+    assert meta["psf"]["background"] == pytest.approx(100, abs=5)
+    psf, _ = eng.psf_from_layer(stack)
+    assert psf.dtype == np.float32 and psf.sum() == pytest.approx(1, abs=1e-5)
+    assert psf.shape[0] == psf.shape[1] and psf.shape[0] % 2 == 1
+    assert np.unravel_index(np.argmax(psf), psf.shape) == (psf.shape[0] // 2,) * 2
+    flat = viewer.add_image(np.random.default_rng(0).random((15, 15)), name="noise")
+    with pytest.raises(ValueError, match="PSF layer 'noise'"):
+        napari_pkn.restore_layer(viewer, "cells", "deblur", blur=flat)
+    with pytest.raises(ValueError, match=r"PSF layer 'big'.*larger than"):
+        eng.psf_from_layer(viewer.add_image(bead[1], name="big"), image_shape=(9, 9))
+
+
+def cells_layer(viewer, cells):
+    return (
+        viewer.layers["cells"]
+        if "cells" in viewer.layers
+        else viewer.add_image(cells, name="cells")
+    )
+
+
+def test_isotropic_kernel_map_is_not_labelled_along_x(viewer, cells):
+    """The isotropic Gaussian has one width: its map says "sigma" in px, no direction."""
+    layer = viewer.add_image(cells[:32, :32], name="cells", scale=(0.1, 0.1), units=("um", "um"))
+    sigma = napari_pkn.restore_layer(viewer, layer, "denoise", "gaussian")[1]
+    about = sigma.metadata["pkn"]
+    assert about["label"] == "sigma" and about["units"] == "px; 1 px = 0.1 µm"
+    assert "along" not in sigma.name and sigma.name.endswith("(px; 1 px = 0.1 µm)")

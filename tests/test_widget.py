@@ -18,6 +18,7 @@ import torch
 
 import napari_pkn
 import napari_pkn._scripting as eng
+from napari_pkn._layers import PROBE_NAME
 from napari_pkn._qt import _settings
 from napari_pkn._qt._widget import PKNWidget
 from napari_pkn._sample_data import fluorescence_sample, natural_sample
@@ -108,9 +109,17 @@ def world(layer, index) -> np.ndarray:
 
 
 UNITS = {"intensity": "intensity units of the input", "none": ""}
+PIXEL = "1 px = 0.5 µm (y) x 0.25 µm (x)"  # GEOMETRY's pixel
 
 
-def check_style(m, kernel, name):
+def map_layer(viewer, base: str, param: str):
+    """The map layer of ``param``: its name is ``"<base> <param>"`` plus its units."""
+    found = [ly for ly in viewer.layers if ly.name.split(" (")[0] == f"{base} {param}"]
+    assert len(found) == 1, (base, param, [ly.name for ly in viewer.layers])
+    return found[0]
+
+
+def check_style(m, kernel, name, pixel=PIXEL):
     """A map layer's colormap, contrast limits, label and units are its descriptor's."""
     p = kernel.param(name)
     lo, hi = m.contrast_limits
@@ -118,16 +127,20 @@ def check_style(m, kernel, name):
     ok = {"unit": (lo, hi) == (-1, 1), "symmetric": lo == -hi < hi, "zero": lo == 0 < hi}
     assert ok.get(p.limits, lo < hi), (name, p.limits, lo, hi)
     about = m.metadata["pkn"]
-    px = "pixels" if kernel.pixel_grid == "input" else "input pixels"
+    px = "px" if kernel.pixel_grid == "input" else "input px"
+    px = f"{px}; {pixel}" if pixel else px  # µm where the input has them
     assert about["parameter"] == name and about["label"] == p.title
     assert about["units"] == UNITS.get(p.unit, px)
+    if p.unit == "px":
+        assert m.name.endswith(f"] {name} ({px})")
+    assert m.colorbar.visible
 
 
 def check_maps(viewer, layer, entry, show=True):
     """One map layer per parameter, overlaying the input pixel for pixel, styled by the
     kernel's descriptor."""
     h, w = layer.data.shape[-2:]
-    maps = [viewer.layers[f"{layer.name} [PKN {entry.name}] {p}"] for p in entry.params]
+    maps = [map_layer(viewer, f"{layer.name} [PKN {entry.name}]", p) for p in entry.params]
     for p, m in zip(entry.params, maps, strict=True):
         assert m.data.shape == ((h + 1) // 2, (w + 1) // 2)
         np.testing.assert_allclose(m.scale, 2 * np.asarray(layer.scale))
@@ -183,10 +196,11 @@ def test_end_to_end(all_models, viewer_widget, qtbot, sample, model):
         np.testing.assert_allclose(out.translate, layer.translate)
     if kernel.pixel_grid != "input":  # no input pixel to probe
         assert widget.probe.probe((), (20, 30)) is None
-        assert f"cells [PKN {model}] probe" not in viewer.layers
+        assert PROBE_NAME not in viewer.layers
     else:
         pr = widget.probe.probe((), (20, 30))
-        probe = viewer.layers[f"cells [PKN {model}] probe"]
+        probe = viewer.layers[PROBE_NAME]
+        assert probe.opacity <= 0.6
         np.testing.assert_allclose(world(probe, (0, 0)), world(layer, pr.origin))
         assert probe.metadata["pkn"]["probe"]["sum"] == pytest.approx(pr.sum)
         assert "sum of weights" in widget.probe.info.text()
@@ -214,7 +228,7 @@ def test_rgb_and_stacks(viewer_widget, qtbot):
     wait(qtbot, widget)
     out = viewer.layers["rgb [PKN nlm]"]
     assert out.rgb and out.data.shape == (48, 40, 3)
-    sigma = viewer.layers["rgb [PKN nlm] sigma"]
+    sigma = map_layer(viewer, "rgb [PKN nlm]", "sigma")
     assert sigma.data.shape == (3, 24, 20) and sigma.axis_labels[0] == "channel"
     np.testing.assert_allclose(world(sigma, (1, 2, 3))[-2:], world(rgb, (4.5, 6.5)))
     assert widget.probe.probe((), (10, 10), channel=2).sum == pytest.approx(1, abs=1e-5)
@@ -230,11 +244,11 @@ def test_rgb_and_stacks(viewer_widget, qtbot):
     out = viewer.layers["tz [PKN nlm]"]
     assert out.data.shape == stack.shape and out.metadata["pkn"]["planes"] == 6
     assert len(out.metadata["pkn"]["noise_per_plane"]) == 6
-    sigma = viewer.layers["tz [PKN nlm] sigma"]
+    sigma = map_layer(viewer, "tz [PKN nlm]", "sigma")
     assert sigma.data.shape == (2, 3, 16, 16)
     np.testing.assert_allclose(sigma.scale, (3, 2, 2, 2))
     pr = widget.probe.probe((1, 2), (5, 6))
-    probe = viewer.layers["tz [PKN nlm] probe"]
+    probe = viewer.layers[PROBE_NAME]
     assert probe.data.shape[:2] == (1, 1)
     np.testing.assert_allclose(world(probe, (0, 0, 0, 0)), world(tz, (1, 2, *pr.origin)))
 
@@ -319,7 +333,7 @@ def test_bad_input_notifies_and_adds_nothing(all_models, viewer_widget, qtbot, n
     cases = [  # (layer, task, PSF from a layer, what the message says)
         (nan, "denoise", False, "NaN"),
         (dot, "denoise", False, "at least 2x2"),
-        (nan, "deblur", True, "PSF must be a 2-D gray image"),
+        (nan, "deblur", True, "PSF layer 'psf3d'"),
         (nan, "deblur", False, "NaN"),
         (ok, "upsample", False, "choose a smaller factor"),
     ]
@@ -337,23 +351,40 @@ def test_bad_input_notifies_and_adds_nothing(all_models, viewer_widget, qtbot, n
     assert not [ly for ly in viewer.layers if "PKN" in ly.name]
 
 
-def test_settings_persist(viewer_widget, tmp_path):
+def test_settings_persist_but_noise_and_strength_are_per_image(viewer_widget, qtbot):
+    """Task, kernel, blur, factor and what is shown are remembered; a manual noise and a
+    strength from an earlier session are not applied to new data (which gets its own
+    automatic estimate and strength 1); within a session each layer keeps its own."""
     viewer, widget = viewer_widget
-    viewer.add_image(np.random.default_rng(1).random((32, 32), dtype=np.float32), name="r")
+    rng = np.random.default_rng(1)
+    viewer.add_image(rng.random((32, 32), dtype=np.float32), name="r")
     f = widget.form
     f.noise_mode.setCurrentIndex(f.noise_mode.findData("gaussian"))
-    f.sigma.setValue(0.123)
+    f.sigma.setValue(7.0)
     f.strength.setValue(1.7)
+    f.blur_sigma.setValue(2.5)
     f.show_maps.setChecked(True)
     f.show_qc.setChecked(True)
     _settings.save(f.state())
-    assert _settings.settings_file().parent == tmp_path / "config"
+    saved = _settings.load()
+    assert saved["blur_sigma"] == 2.5 and not {"sigma", "strength", "noise_mode"} & set(saved)
+    _settings.save({**saved, "noise_mode": "gaussian", "sigma": 7.0, "strength": 1.7})  # old file
     again = PKNWidget(viewer)
-    assert again.form.noise_mode.currentData() == "gaussian"
-    assert again.form.sigma.value() == pytest.approx(0.123)
-    assert again.form.strength.value() == pytest.approx(1.7) and again.form.show_maps.isChecked()
-    assert again.form.show_qc.isChecked()
+    assert again.form.noise_mode.currentData() == "auto"  # not the old session's 7
+    assert again.form.strength.value() == 1.0
+    assert again.form.blur_sigma.value() == pytest.approx(2.5)
+    assert again.form.show_maps.isChecked() and again.form.show_qc.isChecked()
+    again.shutdown()
     again.deleteLater()
+
+    noisy = viewer.add_image(rng.normal(100, 35, (32, 32)).astype(np.float32), name="noisy")
+    select(widget, noisy)  # a new layer: its own estimate, strength 1
+    assert f.noise_mode.currentData() == "auto" and f.strength.value() == 1.0
+    assert "'noisy'" in f.noise_info.text() and "std = 3" in f.noise_info.text()
+    select(widget, viewer.layers["r"])  # back: what was set for "r"
+    assert f.noise_mode.currentData() == "gaussian" and f.sigma.value() == 7.0
+    assert f.strength.value() == pytest.approx(1.7)
+    assert "using the noise you set for 'r'" in f.noise_info.text()
 
 
 def test_maps_checkbox_probe_click_and_menu(viewer_widget, qtbot):
@@ -363,7 +394,7 @@ def test_maps_checkbox_probe_click_and_menu(viewer_widget, qtbot):
     widget.form.show_qc.setChecked(False)
     widget.run()
     wait(qtbot, widget)
-    sigma = viewer.layers["cells [PKN nlm] sigma"]
+    sigma = map_layer(viewer, "cells [PKN nlm]", "sigma")
     qc = viewer.layers["cells [PKN nlm] qc"]
     assert not sigma.visible and not qc.visible
     widget.form.show_maps.setChecked(True)
@@ -383,7 +414,7 @@ def test_maps_checkbox_probe_click_and_menu(viewer_widget, qtbot):
     Event.type = "mouse_release"
     with pytest.raises(StopIteration):
         next(gen)
-    probe = viewer.layers["cells [PKN nlm] probe"]
+    probe = viewer.layers[PROBE_NAME]
     assert probe.metadata["pkn"]["probe"]["pixel"] == [12, 34]
     widget.probe.enabled.setChecked(False)
     assert callback not in viewer.mouse_drag_callbacks
@@ -395,22 +426,59 @@ def test_maps_checkbox_probe_click_and_menu(viewer_widget, qtbot):
     ]
 
 
-def test_deblur_with_a_psf_layer(all_models, viewer_widget, qtbot):
+def bead(sigmas=(3.0, 1.2, 2.5), half=9) -> np.ndarray:
+    """A z-stack of one bead (in focus where the sigma is smallest), offset 100."""
+    yy, xx = np.mgrid[-half : half + 1, -half : half + 1]
+    planes = [np.exp(-(yy**2 + xx**2) / (2 * s * s)) / s**2 for s in sigmas]
+    return (np.stack(planes) * 900 + 100).astype(np.float32)
+
+
+def test_deblur_with_a_psf_layer(all_models, viewer_widget, qtbot, notes):
+    """The PSF list never preselects the input; a bead layer (2-D or 3-D) is imported
+    (background, in-focus plane, centre, crop, sum 1) and the PSF used is shown as a
+    layer with its provenance; a bad PSF is a message, never a traceback."""
     viewer, widget = viewer_widget
     model = next(e.name for e in all_models if e.task == "deblur")
-    yy, xx = np.mgrid[-3:4, -3:4]
-    psf = viewer.add_image(np.exp(-(yy**2 + xx**2) / 2.0).astype(np.float32), name="psf")
     layer = viewer.add_image(fluorescence_sample()[1][0][:64, :64], name="cells")
+    f = widget.form
     select(widget, layer, "deblur", model)
-    widget.form.blur_mode.setCurrentIndex(widget.form.blur_mode.findData("psf"))
-    widget.form.psf_layer.setCurrentText("psf")
+    f.blur_mode.setCurrentIndex(f.blur_mode.findData("psf"))
+    items = [f.psf_layer.itemText(i) for i in range(f.psf_layer.count())]
+    assert items == ["choose a PSF layer"]  # the input itself is never offered
+    assert f.psf_name() is None and not widget.run_button.isEnabled()
+    assert "choose a PSF layer" in widget.hint.text() and widget.hint.isVisibleTo(widget)
+    other = viewer.add_image(fluorescence_sample()[1][0][64:128, :64], name="other")
+    assert f.psf_name() is None and not widget.run_button.isEnabled()  # not PSF-like
+    stack = viewer.add_image(bead(), name="bead")
+    before = stack.data.copy()
+    assert f.psf_name() == "bead" and widget.run_button.isEnabled()  # small and peaked
+    assert not widget.hint.isVisibleTo(widget)
+    select(widget, layer)
     widget.run()
     wait(qtbot, widget)
+    np.testing.assert_array_equal(stack.data, before)
     meta = widget.outputs[0].metadata["pkn"]
-    assert meta["psf_layer"] == "psf" and meta["blur"] == "psf array"
-    added = napari_pkn.restore_layer(viewer, "cells", "deblur", blur=psf, maps=False)
+    assert meta["psf_layer"] == "bead" and meta["blur"] == "psf array"
+    assert meta["psf"]["plane"] == 1 and meta["psf"]["source_shape"] == [3, 19, 19]
+    used = viewer.layers["PSF used (imported from bead)"]
+    assert widget.psf_used is used and used.metadata["pkn"]["psf"] == meta["psf"]
+    assert used.data.dtype == np.float32 and used.data.sum() == pytest.approx(1, abs=1e-5)
+    assert used.data.shape[0] == used.data.shape[1] and used.data.shape[0] % 2 == 1
+    added = napari_pkn.restore_layer(viewer, "cells", "deblur", blur=stack, maps=False)
     assert added[0] is viewer.layers[f"cells [PKN {model}]"] and not added[1].visible
-    assert added[0].metadata["pkn"]["psf_layer"] == "psf"
+    assert added[0].metadata["pkn"]["psf"] == meta["psf"]
+
+    f.psf_layer.setCurrentText("other")  # chosen by hand: not a PSF
+    notes.clear()
+    n = len(viewer.layers)
+    widget.run()
+    wait(qtbot, widget)
+    errors = [x.message for x in notes if x.severity == "error"]
+    assert errors and "PSF layer 'other'" in errors[-1] and len(viewer.layers) == n
+    assert "PSF layer 'other'" in widget.status.text()
+    assert all(type(x).__name__ != "ErrorNotification" for x in notes)  # no traceback
+    select(widget, other)  # "other" is now the input: no longer offered as its PSF
+    assert "other" not in [f.psf_layer.itemText(i) for i in range(f.psf_layer.count())]
 
 
 def test_main_job_runs_the_default_model_and_shows_every_map(make_napari_viewer, qtbot):
@@ -428,8 +496,8 @@ def test_main_job_runs_the_default_model_and_shows_every_map(make_napari_viewer,
     arrange(viewer)
     names = [ly.name for ly in viewer.layers]
     assert names[-1] == "fluorescence (clean reference)"
-    assert any(n.endswith("] sigma") for n in names)
-    assert any(n.endswith("] spatial_sigma") for n in names)
+    assert any("] sigma (intensity)" in n for n in names)
+    assert any("] spatial_sigma (px" in n for n in names)
     assert viewer.layers[next(n for n in names if n.endswith("] qc"))].visible
     grid = grid_of(viewer)
     assert grid.enabled and tuple(grid.shape) == (3, 2)
@@ -530,5 +598,5 @@ def test_a_strength_above_the_slider_range_widens_it(viewer_widget):
     f = widget.form
     f.set_strength(4.3)  # SURE may choose more than the usual maximum
     assert f.strength.value() == pytest.approx(4.3) and f.strength.maximum() == 5.0
-    f.restore({"strength": 5.5})
+    f.set_strength(5.5)
     assert f.strength.value() == pytest.approx(5.5) and f.strength.maximum() == 6.0

@@ -75,6 +75,10 @@ class OptionsForm(QWidget):
         self.kernel = QComboBox()
         self.noise_mode = _combo(NOISE_MODES)
         self.noise_info = QLabel("choose an image layer to estimate its noise")
+        self.noise_info.setToolTip(
+            "noise settings and strength belong to the image: a new image starts from its "
+            "own automatic estimate and strength 1"
+        )
         self.noise_info.setWordWrap(True)
         self.sigma = _spin(0, 1e9, 0.05, tip="standard deviation, in the image's units")
         self.a = _spin(0, 1e9, 0.01, tip="variance = a * intensity + b (image units)")
@@ -82,7 +86,13 @@ class OptionsForm(QWidget):
         self.blur_mode = _combo(BLUR_MODES)
         self.blur_sigma = _spin(0.1, 20.0, 1.5, 2, "Gaussian blur sigma, in pixels")
         self.psf_layer = QComboBox()
-        self.psf_layer.setToolTip("a 2-D image of the point-spread function")
+        self.psf_layer.setToolTip(
+            "an image of one bead (or point): 2-D, or a 3-D z-stack whose in-focus plane is "
+            "used. Its background is removed, it is centred, cropped and normalised to sum 1; "
+            "the PSF actually used is added as a layer. The input image itself is not offered."
+        )
+        self.psf_info = QLabel("")
+        self.psf_info.setWordWrap(True)
         self.factor = _spin(1.1, 8.0, 2.0, 2, "output pixel size = input pixel size / factor")
         self.factor.setSingleStep(0.25)
         self.strength = QLabeledDoubleSlider(Qt.Orientation.Horizontal)
@@ -122,6 +132,7 @@ class OptionsForm(QWidget):
             ("blur", self.blur_mode),
             ("blur sigma", self.blur_sigma),
             ("PSF layer", self.psf_layer),
+            ("", self.psf_info),
             ("factor", self.factor),
             ("strength", strength_row),
             ("", self.show_maps),
@@ -224,23 +235,47 @@ class OptionsForm(QWidget):
         self._show(self.blur_mode, blur)
         self._show(self.blur_sigma, blur and not psf)
         self._show(self.psf_layer, blur and psf)
+        self._show(self.psf_info, blur and psf)
         self._show(self.factor, "size" in needs)
         denoise = self.task.currentData() == AUTO_TASK
         self.auto.setVisible(denoise)
         self.show_qc.setVisible(denoise)
 
     def set_layers(self, names: list[str], prefer: str | None) -> None:
-        """Offer ``names`` in the image and PSF combos (no signals); keep the current
-        choices, else pick ``prefer`` for the image."""
-        for combo in (self.layer, self.psf_layer):
-            keep = combo.currentText()
-            if keep not in names:
-                keep = prefer if combo is self.layer else None
-            combo.blockSignals(True)
-            combo.clear()
-            combo.addItems(names)
-            combo.setCurrentIndex(names.index(keep) if keep in names else len(names) - 1)
-            combo.blockSignals(False)
+        """Offer ``names`` in the image combo (no signals); keep the current choice, else
+        pick ``prefer``, else the last."""
+        combo, keep = self.layer, self.layer.currentText()
+        if keep not in names:
+            keep = prefer
+        combo.blockSignals(True)
+        combo.clear()
+        combo.addItems(names)
+        combo.setCurrentIndex(names.index(keep) if keep in names else len(names) - 1)
+        combo.blockSignals(False)
+
+    PSF_PLACEHOLDER = "choose a PSF layer"
+
+    def set_psf_layers(self, names: list[str], prefer: str | None) -> None:
+        """Offer ``names`` as PSF layers after a "choose a PSF layer" entry (no signals);
+        keep the current choice if still offered, else ``prefer``, else none."""
+        combo, keep = self.psf_layer, self.psf_name()
+        if keep not in names:
+            keep = prefer
+        combo.blockSignals(True)
+        combo.clear()
+        combo.addItem(self.PSF_PLACEHOLDER, None)
+        for n in names:
+            combo.addItem(n, n)
+        combo.setCurrentIndex(names.index(keep) + 1 if keep in names else 0)
+        combo.blockSignals(False)
+
+    def psf_name(self) -> str | None:
+        """The chosen PSF layer's name, or None (none chosen)."""
+        return self.psf_layer.currentData()
+
+    def needs_psf(self) -> bool:
+        """Whether the chosen kernel deblurs with a PSF from a layer."""
+        return "blur" in self.inputs() and self.blur_mode.currentData() == "psf"
 
     def noise(self):
         """``None`` (estimate), a sigma, or ``(a, b)``: as ``pkn.Restorer(noise=...)``."""
@@ -256,6 +291,7 @@ class OptionsForm(QWidget):
         self.noise_info.setText(text)
         if not desc or self.noise_mode.currentData() != "auto":
             return
+
         def mean(v):  # one value per channel, or one value
             return float(sum(v) / len(v) if isinstance(v, list | tuple) else v)
 
@@ -265,11 +301,36 @@ class OptionsForm(QWidget):
             self.a.setValue(mean(desc["a"]))
             self.b.setValue(mean(desc["b"]))
 
-    _STATE = ("task", "kernel", "noise_mode", "blur_mode")
-    _VALUES = ("sigma", "a", "b", "blur_sigma", "factor", "strength")
+    # Remembered across sessions. The noise settings and the strength belong to one image
+    # (see noise_state): they are never carried over to new data.
+    _STATE = ("task", "kernel", "blur_mode")
+    _VALUES = ("blur_sigma", "factor")
+
+    def noise_state(self) -> dict:
+        """The settings that belong to one image: noise mode and values, strength."""
+        return {
+            "noise_mode": self.noise_mode.currentData(),
+            "sigma": float(self.sigma.value()),
+            "a": float(self.a.value()),
+            "b": float(self.b.value()),
+            "strength": float(self.strength.value()),
+        }
+
+    def set_noise_state(self, state: dict | None) -> None:
+        """Apply :meth:`noise_state` values (``None``: the defaults for a new image, i.e.
+        the automatic noise estimate and strength 1)."""
+        state = state or {"noise_mode": "auto", "strength": 1.0}
+        i = self.noise_mode.findData(state.get("noise_mode", "auto"))
+        self.noise_mode.setCurrentIndex(max(i, 0))
+        for k in ("sigma", "a", "b"):
+            if k in state:
+                getattr(self, k).setValue(float(state[k]))
+        self.set_strength(state.get("strength", 1.0))
+        self.update_rows()
 
     def state(self) -> dict:
-        """The settings as JSON-serialisable values (for persistence)."""
+        """The settings as JSON-serialisable values (for persistence): task, kernel, blur,
+        factor and what is shown; not the noise or the strength, which are per image."""
         out = {k: getattr(self, k).currentData() for k in self._STATE}
         out.update({k: float(getattr(self, k).value()) for k in self._VALUES})
         out["show_maps"] = self.show_maps.isChecked()
@@ -277,7 +338,9 @@ class OptionsForm(QWidget):
         return out
 
     def restore(self, state: dict) -> None:
-        """Apply saved settings; unknown or invalid entries are ignored."""
+        """Apply saved settings; unknown or invalid entries are ignored, and so are noise
+        settings and strength (files of older versions have them): they belong to the
+        image they were set for."""
         for k in self._STATE:
             combo = getattr(self, k)
             i = combo.findData(state.get(k))
@@ -285,10 +348,7 @@ class OptionsForm(QWidget):
                 combo.setCurrentIndex(i)
         for k in self._VALUES:
             if isinstance(state.get(k), int | float):
-                if k == "strength":
-                    self.set_strength(state[k])
-                else:
-                    getattr(self, k).setValue(float(state[k]))
+                getattr(self, k).setValue(float(state[k]))
         for k in ("show_maps", "show_qc"):
             if isinstance(state.get(k), bool):
                 getattr(self, k).setChecked(state[k])

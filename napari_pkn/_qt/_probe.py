@@ -2,8 +2,11 @@
 
 :class:`ProbePanel` holds the checkbox, the channel choice (RGB) and the result text; a
 plain left click (no drag, so panning stays free) on the canvas probes the pixel under
-the mouse. The weights appear as a small Image layer placed over the input pixels they
-multiply (its data index ``(i, j)`` is input pixel ``origin + (i, j)``).
+the mouse. The weights appear in one semi-transparent Image layer
+(:data:`napari_pkn._layers.PROBE_NAME`), updated in place for every click, kernel and
+strength, placed over the input pixels they multiply (its data index ``(i, j)`` is input
+pixel ``origin + (i, j)``). After a new strength or restoration the same pixel is probed
+again, so the text and the weights always describe what is shown.
 """
 
 from __future__ import annotations
@@ -45,6 +48,39 @@ class ProbePanel(QWidget):
         lay.addWidget(self.info, 1, 0, 1, 2)
         self.on_mouse = _click_callback(weakref.ref(self))
         self.enabled.toggled.connect(self._listen)
+        self.last: tuple | None = None  # (plane index, pixel, channel) of the last probe
+        self.layer = None  # the probe layer
+
+    def forget(self) -> None:
+        """The restoration changed to another input: clear the text and hide the weights."""
+        self.last = None
+        self.info.setText("")
+        owner = self._owner()
+        if owner is not None and self.layer is not None and self.layer in owner.viewer.layers:
+            self.layer.visible = False
+
+    def refresh(self) -> bool:
+        """Probe the last pixel again (after a new strength or restoration); False when
+        there is nothing to refresh (the text is then cleared)."""
+        owner = self._owner()
+        if self.last is None or owner is None or owner.job is None:
+            return False
+        index, pixel, channel = self.last
+        job = owner.job
+        ok = (
+            job.kernel.pixel_grid == "input"
+            and len(index) == len(job.source.lead)
+            and all(
+                0 <= i < n
+                for i, n in zip(
+                    (*index, *pixel), (*job.source.lead, *job.source.spatial), strict=True
+                )
+            )
+        )
+        if not ok:
+            self.forget()
+            return False
+        return self.probe(index, pixel, channel if job.source.rgb else None, quiet=True) is not None
 
     def _listen(self, on: bool) -> None:
         owner = self._owner()
@@ -66,20 +102,21 @@ class ProbePanel(QWidget):
         coords = np.round(owner.input.world_to_data(position)).astype(int)
         return self.probe(tuple(coords[:n]), tuple(coords[n : n + 2]))
 
-    def probe(self, index: tuple, pixel: tuple, channel: int | None = None):
+    def probe(self, index: tuple, pixel: tuple, channel: int | None = None, quiet=False):
         """Show the weights used at ``pixel`` (row, col) of plane ``index``.
 
-        Returns the :class:`pkn.kernels.Probe`, or None (with a message) where there is
-        nothing to probe.
+        Returns the :class:`pkn.kernels.Probe`, or None (with a message, unless ``quiet``)
+        where there is nothing to probe.
         """
+        say = (lambda _m: None) if quiet else show_info
         owner = self._owner()
         job = owner.job if owner is not None else None
         if job is None or owner.input not in owner.viewer.layers:
-            show_info("Run a restoration first; then click a pixel to see its kernel.")
+            say("Run a restoration first; then click a pixel to see its kernel.")
             return None
         viewer, layer = owner.viewer, owner.input
         if job.kernel.pixel_grid != "input":
-            show_info(
+            say(
                 f"The kernel probe is not available for {job.kernel.name} (its output "
                 "pixels do not sit on the input grid)."
             )
@@ -89,21 +126,33 @@ class ProbePanel(QWidget):
         if len(where) != len(lead) + 2 or not all(
             0 <= i < n for i, n in zip(where, (*lead, h, w), strict=True)
         ):
-            show_info(f"pixel {pixel} is outside {layer.name!r}: click on the image.")
+            say(f"pixel {pixel} is outside {layer.name!r}: click on the image.")
             return None
         if channel is None:
             channel = self.channel.value() if job.source.rgb else 0
         pr = job.probe(index, pixel, channel)
         data, kw, kind = _layers.probe_spec(layer, job, index, pixel, channel, pr)
-        old = viewer.layers[kw["name"]] if kw["name"] in viewer.layers else None
-        if old is not None and "pkn" in old.metadata:
-            old.data = data
-            for key in ("translate", "colormap", "contrast_limits", "metadata"):
+        old = self.layer if self.layer is not None and self.layer in viewer.layers else None
+        if old is None and kw["name"] in viewer.layers:
+            old = viewer.layers[kw["name"]]
+        if old is not None and "probe" in old.metadata.get("pkn", {}) and old.ndim == data.ndim:
+            for key in ("scale", "translate", "rotate", "shear", "affine", "units"):
                 setattr(old, key, kw[key])
+            old.data = data
+            for key in ("colormap", "contrast_limits", "blending", "opacity", "metadata"):
+                setattr(old, key, kw[key])
+            old.visible = True
+            self.layer = old
         else:
-            _layers.put_layers(viewer, [(data, kw, kind)])
+            if old is not None:
+                viewer.layers.remove(old)
+            self.layer = _layers.put_layers(viewer, [(data, kw, kind)])[0]
+        self.last = (tuple(index), tuple(pixel), int(channel))
         rgb = job.source.rgb
-        self.info.setText(describe_probe(pr, index, pixel, channel if rgb else None))
+        text = describe_probe(pr, index, pixel, channel if rgb else None)
+        self.info.setText(
+            f"{text}<br>{job.entry.name} on {layer.name!r}, strength {job.strength:.2f}"
+        )
         return pr
 
 

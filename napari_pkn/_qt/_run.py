@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from .._layers import number, readable
+
 __all__ = ["WHITENESS_WARN", "Failure", "guarded", "noise_text", "whiteness_text"]
 
 
@@ -23,29 +25,42 @@ def guarded(gen):
     try:
         return (yield from gen)
     except (TypeError, ValueError) as e:
-        return Failure(str(e))
+        return Failure(readable(str(e)))
     except Exception as e:  # e.g. out of memory: a notification, never a dialog
-        return Failure(f"PKN failed: {type(e).__name__}: {e}")
+        return Failure(readable(f"PKN failed: {type(e).__name__}: {e}"))
 
 
 def noise_text(desc: dict) -> str:
-    """One line for a pkn noise description (``Restoration.info["noise"]``): the std at
-    the mean intensity first (per channel), then the variance model with its sign."""
+    """One line for a pkn noise description (``Restoration.info["noise"]``): the noise std
+    as a formula of the intensity ``I`` (per channel, proper sign, 3 significant digits),
+    then the model, whether it was estimated and (Poisson-Gaussian) the std at the mean.
+
+    Examples
+    --------
+    >>> noise_text({"model": "poisson-gaussian", "a": 27.4, "b": -385.0, "estimated": True})
+    'noise: std = sqrt(27.4·I − 385) (Poisson-Gaussian, estimated)'
+    >>> noise_text({"model": "awgn", "sigma": 0.05, "estimated": False})
+    'noise: std = 0.05 (Gaussian, given)'
+    """
+
+    def each(v):
+        return list(v) if isinstance(v, list | tuple) else [v]
 
     def fmt(v):
-        return ", ".join(f"{x:.3g}" for x in v) if isinstance(v, list | tuple) else f"{v:.3g}"
+        return ", ".join(number(x) for x in each(v))
 
-    def affine(a, b):
-        return f"{a:.3g} * I {'-' if b < 0 else '+'} {abs(b):.3g}"
+    def root(a, b):
+        if float(b) == 0:
+            return f"sqrt({number(a)}·I)"
+        return f"sqrt({number(a)}·I {'−' if b < 0 else '+'} {number(abs(b))})"
 
     how = "estimated" if desc.get("estimated") else "given"
     if desc.get("model") == "awgn":
-        return f"Gaussian noise ({how}): std {fmt(desc['sigma'])}"
-    a, b = desc["a"], desc["b"]
-    pairs = zip(a, b, strict=True) if isinstance(a, list) else [(a, b)]
-    var = "; ".join(affine(x, y) for x, y in pairs)
-    std = f"std {fmt(desc['sigma'])} at the mean, " if "sigma" in desc else ""
-    return f"Poisson-Gaussian noise ({how}): {std}variance = {var}"
+        return f"noise: std = {fmt(desc['sigma'])} (Gaussian, {how})"
+    a, b = each(desc["a"]), each(desc["b"])
+    std = ", ".join(root(x, y) for x, y in zip(a, b, strict=True))
+    mean = f"; {fmt(desc['sigma'])} at the mean" if "sigma" in desc else ""
+    return f"noise: std = {std} (Poisson-Gaussian, {how}{mean})"
 
 
 WHITENESS_WARN = 0.1  # neighbour correlation above which the residual shows structure

@@ -21,7 +21,7 @@ import numpy as np
 from napari.layers import Image, Vectors
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_warning
-from qtpy.QtCore import QTimer
+from qtpy.QtCore import QEvent, QTimer
 from qtpy.QtWidgets import (
     QFileDialog,
     QHBoxLayout,
@@ -33,13 +33,14 @@ from qtpy.QtWidgets import (
 )
 
 from .. import _adapting, _layers
+from .._layers import readable
 from . import _settings
 from ._adapt import AdaptPanel
 from ._form import AUTO_TASK, OptionsForm
 from ._probe import ProbePanel
 from ._run import Failure, guarded, noise_text, whiteness_text
 
-__all__ = ["PKNWidget"]
+__all__ = ["PKNWidget", "looks_like_psf"]
 
 DEBOUNCE_MS = 120
 ESTIMATE_MAX_SIDE = 512  # the noise shown on layer choice is estimated on this centre crop
@@ -55,14 +56,25 @@ class PKNWidget(QWidget):
     Attributes
     ----------
     job : napari_pkn._scripting.Job or None
-        The last finished restoration (its cached maps drive strength and probe).
+        The restoration of the chosen input layer the strength slider and the probe act on
+        (its cached maps); None when that layer has no restoration shown.
     input : napari.layers.Image or None
         Its input layer.
     outputs : list of napari.layers.Layer
         Its layers: the restored image first, then the maps (and glyphs, and the QC map
         for denoising).
+    psf_used : napari.layers.Image or None
+        The PSF the last deconvolution used, as imported from the chosen PSF layer.
     adapted : napari_pkn._adapting.AdaptJob or None
         The last finished adaptation (its model file, card and catalogue entry).
+
+    Notes
+    -----
+    The noise settings and the strength belong to one image: a layer chosen for the first
+    time starts from its own automatic noise estimate and strength 1; coming back to a
+    layer brings back what was set for it. Closing the widget (or removing its dock, or
+    closing the viewer, or removing the layer being restored) stops a running restoration:
+    no layer is added afterwards.
     """
 
     def __init__(self, napari_viewer):
@@ -71,20 +83,29 @@ class PKNWidget(QWidget):
 
         self._eng = eng
         self.viewer = napari_viewer
-        self.job = self.input = None
+        self.job = self.input = self.psf_used = None
         self.outputs: list = []
+        self._results: dict = {}  # input layer name -> (job, layer, outputs)
+        self._per_image: dict = {}  # input layer name -> form.noise_state()
         self._worker = self._render_worker = None
+        self._running_on = None  # the input layer of the running restoration
         self._rendered = None  # strength all planes were rendered with (None: mixed)
         self._pending_render = False
         self._started = 0.0
         self._adapt_job = self.adapted = None
+        self._shut = False  # shutdown() ran
+        self._watched_window = None
+        self._abort_note = None  # why a run was stopped (other than Cancel)
 
-        self._estimated_for = None  # the layer whose noise the form shows
+        self._estimated_for = None  # the layer whose noise (and settings) the form shows
         self.form = OptionsForm(eng.catalogue())
         self.layer = self.form.layer
         self.run_button = QPushButton("Run")
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
+        self.hint = QLabel("")  # why Run is disabled
+        self.hint.setWordWrap(True)
+        self.hint.setVisible(False)
         self.progress = QProgressBar()
         self.status = QLabel("")
         self.status.setWordWrap(True)
@@ -105,7 +126,14 @@ class PKNWidget(QWidget):
         lay = QVBoxLayout(self)
         lay.addWidget(self.form)
         lay.addLayout(buttons)
-        for w in (self.progress, self.status, self.qc_info, self.probe, self.adapt_panel):
+        for w in (
+            self.hint,
+            self.progress,
+            self.status,
+            self.qc_info,
+            self.probe,
+            self.adapt_panel,
+        ):
             lay.addWidget(w)
         lay.addStretch(1)
 
@@ -119,7 +147,9 @@ class PKNWidget(QWidget):
         self.form.strength.valueChanged.connect(lambda *_: self._timer.start())
         self.form.show_maps.toggled.connect(self._toggle_maps)
         self.form.show_qc.toggled.connect(self._toggle_qc)
-        self.form.kernel.currentIndexChanged.connect(self._update_buttons)
+        f = self.form
+        for combo in (f.task, f.kernel, f.blur_mode, f.psf_layer):
+            combo.currentIndexChanged.connect(self._update_buttons)
         self.layer.currentIndexChanged.connect(self._on_layer)
         ap = self.adapt_panel
         ap.adapt_button.clicked.connect(self.adapt)
@@ -128,6 +158,7 @@ class PKNWidget(QWidget):
         ap.repeated.toggled.connect(self._update_plan)
         napari_viewer.layers.selection.events.changed.connect(self._update_plan)
         events = napari_viewer.layers.events
+        events.removed.connect(self._on_removed)
         for ev in (events.inserted, events.removed, events.reordered, events.renamed):
             ev.connect(self._refresh_layers)
         self.form.restore(_settings.load())
@@ -136,7 +167,11 @@ class PKNWidget(QWidget):
 
     # ------------------------------------------------------------ layers and settings
     def _refresh_layers(self, *_):
-        """Offer the viewer's Image layers; a new choice prefers the selected input."""
+        """Offer the viewer's Image layers; a new choice prefers the selected input. The
+        PSF list offers the other input layers, preselecting one only when it looks like
+        a PSF (small and peaked), never the input itself."""
+        if self._closed:
+            return
         images = [ly.name for ly in self.viewer.layers if isinstance(ly, Image)]
         inputs = [n for n in images if "pkn" not in self.viewer.layers[n].metadata]
         active = self.viewer.layers.selection.active
@@ -144,7 +179,20 @@ class PKNWidget(QWidget):
         self.form.set_layers(images, prefer or (inputs[-1] if inputs else None))
         if self.layer.currentText() != self._estimated_for:
             self._on_layer()
+        self._refresh_psf_layers()
         self._update_plan()
+        self._update_buttons()
+
+    def _refresh_psf_layers(self) -> None:
+        chosen = self.input_layer()
+        names = [
+            n
+            for n in (ly.name for ly in self.viewer.layers if isinstance(ly, Image))
+            if (chosen is None or n != chosen.name) and "pkn" not in self.viewer.layers[n].metadata
+        ]
+        shape = None if chosen is None else _spatial(chosen)
+        likely = [n for n in names if looks_like_psf(self.viewer.layers[n], shape)]
+        self.form.set_psf_layers(names, likely[-1] if likely else None)
 
     def input_layer(self):
         """The chosen Image layer, or None."""
@@ -152,9 +200,21 @@ class PKNWidget(QWidget):
         return self.viewer.layers[name] if name in self.viewer.layers else None
 
     def _on_layer(self, *_):
-        """Estimate the noise of the chosen layer's current plane and show it."""
+        """A new input: its own noise settings and strength (the automatic estimate and 1
+        for a layer not chosen before), the slider bound to its restoration (if shown),
+        and its noise estimated on the current plane."""
         layer = self.input_layer()
+        old = self._estimated_for
+        if old is not None and old in self.viewer.layers:
+            self._per_image[old] = self.form.noise_state()
         self._estimated_for = None if layer is None else layer.name
+        self._bind(layer)
+        saved = None if layer is None else self._per_image.get(layer.name)
+        if layer is not None and (saved is not None or old != layer.name):
+            self.form.set_noise_state(saved)
+            if self.job is not None:
+                self.form.set_strength(self.job.strength)
+        self._refresh_psf_layers()
         self._update_plan()
         if layer is None:
             self.form.set_estimate(None, "choose an image layer to estimate its noise")
@@ -166,10 +226,29 @@ class PKNWidget(QWidget):
             (h, w), m = plane.shape[:2], ESTIMATE_MAX_SIDE
             y0, x0 = max(0, (h - m) // 2), max(0, (w - m) // 2)
             desc = self._eng.estimate_noise(plane[y0 : y0 + m, x0 : x0 + m], src.rgb)
-        except (TypeError, ValueError) as e:
-            self.form.set_estimate(None, f"cannot restore this layer: {e}")
+        except Exception as e:  # any layer: a message, never a traceback
+            self.form.set_estimate(None, readable(f"cannot restore this layer: {e}"))
             return
-        self.form.set_estimate(desc, noise_text(desc))
+        text = f"{noise_text(desc)} for {layer.name!r}"
+        if saved is not None and saved.get("noise_mode") != "auto":
+            text += f"; using the noise you set for {layer.name!r}"
+        self.form.set_estimate(desc, text)
+
+    def _bind(self, layer) -> None:
+        """Let the slider and the probe act on ``layer``'s shown restoration, or on none."""
+        got = None if layer is None else self._results.get(layer.name)
+        alive = (
+            got is not None
+            and got[1] in self.viewer.layers
+            and all(ly in self.viewer.layers for ly in got[2])
+        )
+        if alive:
+            self.job, self.input, self.outputs = got
+            self._rendered = self.job.strength
+        else:
+            self.job, self.input, self.outputs = None, None, []
+            self._rendered = None
+        self.probe.forget()
 
     def _plane_of(self, layer, lead: tuple) -> tuple:
         """Index of the leading axes of ``layer`` that the viewer shows now."""
@@ -178,21 +257,29 @@ class PKNWidget(QWidget):
         pos = layer.world_to_data(self.viewer.dims.point)[: len(lead)]
         return tuple(int(np.clip(round(p), 0, n - 1)) for p, n in zip(pos, lead, strict=True))
 
-    def _options(self):
+    def _options(self, source):
         f = self.form
         task, extra, blur = f.task.currentData(), None, None
         if "blur" in f.inputs():
             blur = f.blur_sigma.value()
             if f.blur_mode.currentData() == "psf":
-                name = f.psf_layer.currentText()
-                if name not in self.viewer.layers:
-                    raise ValueError("choose the image layer that holds the PSF.")
-                blur = self._eng.psf_from_layer(self.viewer.layers[name])
-                extra = {"psf_layer": name}
+                name = f.psf_name()
+                if name is None or name not in self.viewer.layers:
+                    raise ValueError(PSF_NEEDED)
+                layer = self.viewer.layers[name]
+                blur, extra = self._eng.psf_from_layer(layer, source.spatial)
         strength = f.strength.value()
         return self._eng.Options(
             task, f.kernel.currentData(), f.noise(), blur, f.factor.value(), strength, extra
         )
+
+    def run_blocker(self) -> str:
+        """Why Run cannot start with the settings shown (``""``: it can)."""
+        if self.input_layer() is None:
+            return "open an image layer to restore (File > Open Sample > PKN)"
+        if self.form.needs_psf() and self.form.psf_name() is None:
+            return PSF_NEEDED
+        return ""
 
     # ------------------------------------------------------------------- running
     @property
@@ -206,6 +293,8 @@ class PKNWidget(QWidget):
         ``strength``: ``"auto"`` (what the Auto button does before any restoration)
         chooses it by SURE on the plane shown; default the slider's.
         """
+        if self._closed:
+            return
         if self._worker is not None:
             show_warning("PKN is already running: wait for it or press Cancel.")
             return
@@ -215,7 +304,7 @@ class PKNWidget(QWidget):
             return
         try:
             source = self._eng.source_from_layer(layer)
-            opts = self._options()
+            opts = self._options(source)
             if strength is not None:
                 opts.strength = strength
             entry = self._eng.resolve(opts, source)
@@ -229,6 +318,7 @@ class PKNWidget(QWidget):
         plane = self._plane_of(layer, source.lead)
         job = self._eng.Job(source, opts, entry, layer.name, auto_plane=plane)
         self._started = time.perf_counter()
+        self._running_on = layer
         self._start(
             job.run(),
             job.total,
@@ -241,15 +331,22 @@ class PKNWidget(QWidget):
         with progress and Cancel; ``on_done(result)`` gets what it returns."""
         self.progress.setRange(0, total)
         self.progress.setValue(0)
-        self.status.setText(message)
+        self._say(message)
         worker = create_worker(guarded, gen, _start_thread=False)
         worker.yielded.connect(self._on_progress)
-        worker.returned.connect(on_done)
+        worker.returned.connect(lambda result: None if self._closed else on_done(result))
         aborted = aborted or "cancelled: no layer was added"
-        worker.aborted.connect(lambda: self.status.setText(aborted))
-        worker.finished.connect(lambda: self._set_running(None))
+        worker.aborted.connect(lambda: self._on_aborted(aborted))
+        worker.finished.connect(lambda: self._set_running(None, worker))
         self._set_running(worker)
         worker.start()
+
+    def _on_aborted(self, text: str) -> None:
+        note, self._abort_note = self._abort_note, None
+        if note:
+            self._fail(note)
+        else:
+            self._say(text)
 
     def when_idle(self, callback, first_ms: int = 500, poll_ms: int = 200) -> None:
         """Call ``callback()`` from the event loop once nothing runs (checked after
@@ -268,18 +365,23 @@ class PKNWidget(QWidget):
         second); a cancelled adaptation saves no model."""
         if self._worker is None:
             return
-        self.status.setText("cancelling ...")
+        self._say("cancelling ...")
         if self._adapt_job is not None:
             self._adapt_job.cancel()  # the worker then ends by itself, nothing saved
         else:
             self._worker.quit()
 
-    def _set_running(self, worker) -> None:
+    def _set_running(self, worker, finished=None) -> None:
+        if worker is None and finished is not None and finished is not self._worker:
+            return  # an older worker (already replaced) finishing late
         self._worker = worker
         idle = worker is None
         if idle:
             self._adapt_job = None
-        for b in (self.run_button, self.form.auto, self.adapt_panel.adapt_button):
+            self._running_on = None
+        if self._closed:
+            return
+        for b in (self.form.auto, self.adapt_panel.adapt_button):
             b.setEnabled(idle)
         self.adapt_panel.load_button.setEnabled(idle)
         self.cancel_button.setEnabled(not idle)
@@ -288,20 +390,45 @@ class PKNWidget(QWidget):
             self._timer.start()  # a strength set while busy (e.g. by Auto)
 
     def _update_buttons(self, *_) -> None:
-        """Enable "Save model as..." for models that do not ship (adapted or loaded)."""
+        """Enable Run when it can start (else say why), and "Save model as..." for models
+        that do not ship (adapted or loaded)."""
+        if self._closed:
+            return
         m = self.form.model()
-        ok = self._worker is None and m is not None and not m.shipped
+        idle = self._worker is None
+        ok = idle and m is not None and not m.shipped
         self.adapt_panel.save_button.setEnabled(ok)
+        reason = self.run_blocker()
+        self.run_button.setEnabled(idle and not reason)
+        self.run_button.setToolTip(reason or "restore the chosen image layer")
+        self.hint.setText(f"<span style='color:#e0a040'>Run: {reason}</span>" if reason else "")
+        self.hint.setVisible(bool(reason))
+        needs = self.form.needs_psf()
+        self.form.psf_info.setText(
+            (PSF_NEEDED if self.form.psf_name() is None else PSF_HOW) if needs else ""
+        )
 
     def _on_progress(self, step) -> None:
+        if self._closed:
+            return
         self.progress.setValue(step[0])
-        self.status.setText(step[2])
+        self._say(step[2])
+
+    def _say(self, message: str) -> None:
+        """Show ``message`` in the status line (numbers readable)."""
+        if not self._closed:
+            self.status.setText(readable(message))
 
     def _fail(self, message: str) -> None:
+        message = readable(message)
+        if self._closed:
+            return
         self.status.setText(f"<span style='color:#e06c5a'>{message}</span>")
         show_error(message)
 
     def _on_done(self, job, layer, result) -> None:
+        if self._closed:
+            return
         if isinstance(result, Failure):
             self._fail(result.message)
             return
@@ -310,21 +437,38 @@ class PKNWidget(QWidget):
             return
         show, qc = self.form.show_maps.isChecked(), self.form.show_qc.isChecked()
         specs = _layers.result_specs(layer, job, show, qc)
-        self.outputs = _layers.put_layers(self.viewer, specs)
-        self.job, self.input, self._rendered = job, layer, job.strength
-        if job.auto is not None:  # "auto": the slider shows what was chosen (no re-run)
-            self.form.set_strength(job.strength)
-        self.viewer.layers.selection.active = self.outputs[0]
+        outputs = _layers.put_layers(self.viewer, specs)
+        self._results[layer.name] = (job, layer, outputs)
+        psf = job.options.extra or {}
+        if "psf" in psf:  # the PSF actually used, with its provenance
+            spec = _layers.psf_spec(layer, job.options.blur, psf)
+            self.psf_used = _layers.put_layers(self.viewer, [spec])[0]
+        current = self.input_layer()
+        bound = current is not None and current.name == layer.name
+        if bound:
+            self.job, self.input, self.outputs, self._rendered = job, layer, outputs, job.strength
+            if job.auto is not None:  # "auto": the slider shows what was chosen (no re-run)
+                self.form.set_strength(job.strength)
+        self.viewer.layers.selection.active = outputs[0]
         seconds = time.perf_counter() - self._started
         n = job.source.n_planes
         meta = job.provenance()
         noise = noise_text(meta["noise"])
         auto = f"; strength {job.strength:.2f} chosen by SURE" if job.strength_is_auto else ""
-        self.status.setText(
-            f"done: {n} plane{'s' * (n > 1)} in {seconds:.1f} s; {noise}{auto}"
+        where = (
+            ""
+            if bound
+            else (
+                f" (for {layer.name!r}; the strength slider stays with {current.name!r})"
+                if current is not None
+                else f" (for {layer.name!r})"
+            )
         )
+        self._say(f"done: {n} plane{'s' * (n > 1)} in {seconds:.1f} s{where}; {noise}{auto}")
+        if not bound:
+            return
         self._show_whiteness(meta)
-        if job.kernel.pixel_grid == "input":  # the probe's pixel is an input pixel
+        if not self.probe.refresh() and job.kernel.pixel_grid == "input":
             self.probe.info.setText("tick 'probe' and click a pixel to see its weights")
         if self.form.strength.value() != job.strength:
             self._timer.start()
@@ -334,17 +478,18 @@ class PKNWidget(QWidget):
         self.qc_info.setText(text)
         self.qc_info.setVisible(bool(text))
 
-    def _update_provenance(self, job) -> None:
+    def _update_provenance(self, job, outputs) -> None:
         """Write what a new strength changes into every output's ``metadata["pkn"]``."""
         meta = job.provenance()
-        for ly in self.outputs:
+        for ly in outputs:
             m = ly.metadata["pkn"]
             for k in ("strength", "strength_auto", "whiteness", "whiteness_per_plane"):
                 if k in meta:
                     m[k] = meta[k]
                 else:
                     m.pop(k, None)
-        self._show_whiteness(meta)
+        if job is self.job:
+            self._show_whiteness(meta)
 
     # ------------------------------------------------------------------ strength
     def auto_strength(self) -> None:
@@ -390,14 +535,18 @@ class PKNWidget(QWidget):
         job.auto = (s, info)
         self.form.set_strength(s)  # re-renders through the slider, as a move by hand
         if self._rendered is not None and self._rendered == s:
-            self._update_provenance(job)
-        self.status.setText(f"strength {s:.2f} chosen by SURE on {job.layer_name!r}")
+            self._update_provenance(job, self.outputs)
+        self._say(f"strength {s:.2f} chosen by SURE on {job.layer_name!r}")
 
     def _apply_strength(self) -> None:
-        """Re-run only the filter at the slider's strength and update the layers in place."""
-        job, s = self.job, float(self.form.strength.value())
-        alive = bool(self.outputs) and all(ly in self.viewer.layers for ly in self.outputs)
-        if job is None or self._worker is not None or not alive:
+        """Re-run only the filter at the slider's strength and update the layers in place:
+        those of the chosen input's shown restoration, never another layer's."""
+        job, s, outputs = self.job, float(self.form.strength.value()), list(self.outputs)
+        current = self.input_layer()
+        alive = bool(outputs) and all(ly in self.viewer.layers for ly in outputs)
+        if job is None or self._worker is not None or not alive or self._closed:
+            return
+        if current is None or self.input is None or current.name != self.input.name:
             return
         if self._render_worker is not None:
             self._pending_render = True
@@ -409,42 +558,44 @@ class PKNWidget(QWidget):
         first = self._plane_of(self.input, job.source.lead)
         t0 = time.perf_counter()
         worker = create_worker(guarded, job.render(s, first), _start_thread=False)
-        worker.yielded.connect(lambda item: self._on_rendered(job, item))
-        worker.returned.connect(lambda result: self._on_render_done(job, s, t0, result))
+        worker.yielded.connect(lambda item: self._on_rendered(job, outputs, item))
+        worker.returned.connect(lambda result: self._on_render_done(job, outputs, s, t0, result))
         worker.finished.connect(self._on_render_finished)
         self._render_worker = worker
         worker.start()
 
-    def _on_rendered(self, job, item) -> None:
-        if job is not self.job:
-            return
+    def _on_rendered(self, job, outputs, item) -> None:
         index, restoration = item
         job.store(index, restoration)  # writes into the layers' own arrays
-        for ly in self.outputs:
-            if isinstance(ly, Image):
+        if self._closed:
+            return
+        for ly in outputs:
+            if isinstance(ly, Image) and ly in self.viewer.layers:
                 ly.refresh()
 
-    def _on_render_done(self, job, strength, t0, result) -> None:
+    def _on_render_done(self, job, outputs, strength, t0, result) -> None:
+        if self._closed:
+            return
         if isinstance(result, Failure):
             self._fail(result.message)
             return
+        job.strength = strength
+        self._update_provenance(job, outputs)
+        for ly in outputs:
+            if isinstance(ly, Vectors) and ly in self.viewer.layers:
+                data, kw, _ = _layers.vectors_spec(self._results[job.layer_name][1], job)
+                ly.data, ly.features = data, kw["features"]
         if job is not self.job:
             return
-        job.strength, self._rendered = strength, strength
-        self._update_provenance(job)
-        for ly in self.outputs:
-            if isinstance(ly, Vectors):
-                data, kw, _ = _layers.vectors_spec(self.input, job)
-                ly.data, ly.features = data, kw["features"]
+        self._rendered = strength
+        self.probe.refresh()  # the weights at the new strength
         ms = 1000 * (time.perf_counter() - t0)
         auto = " (chosen by SURE)" if job.strength_is_auto else ""
-        self.status.setText(
-            f"strength {strength:.2f}{auto}: filter re-run in {ms:.0f} ms (no network)"
-        )
+        self._say(f"strength {strength:.2f}{auto}: filter re-run in {ms:.0f} ms (no network)")
 
     def _on_render_finished(self) -> None:
         self._render_worker = None
-        if self._pending_render:
+        if self._pending_render and not self._closed:
             self._pending_render = False
             self._apply_strength()
 
@@ -522,13 +673,13 @@ class PKNWidget(QWidget):
             self._fail(result.message)
             return
         if isinstance(result, _adapting.Cancelled) or result is None:
-            self.status.setText("adaptation cancelled: no model was saved")
+            self._say("adaptation cancelled: no model was saved")
             return
         self.adapted = job
         self.form.set_catalogue(self._eng.catalogue())
         self.form.select(task=result.task, model=result.name)
         self._update_buttons()
-        self.status.setText(_adapting.describe(job))
+        self._say(_adapting.describe(job))
 
     def load_model(self, path=None) -> None:
         """Add a ``.safetensors`` PKN model to the list and select it (a file dialog
@@ -551,7 +702,7 @@ class PKNWidget(QWidget):
         self.form.set_catalogue(self._eng.catalogue())
         self.form.select(task=info.task, model=info.name)
         self._update_buttons()
-        self.status.setText(f"loaded model {info.name!r} ({info.kernel}, {info.task}): selected")
+        self._say(f"loaded model {info.name!r} ({info.kernel}, {info.task}): selected")
 
     def save_model(self, path=None) -> None:
         """Copy the chosen adapted or loaded model file and its card (a file dialog
@@ -569,14 +720,127 @@ class PKNWidget(QWidget):
         except (TypeError, ValueError) as e:
             self._fail(str(e))
             return
-        self.status.setText(f"saved model {entry.name!r} to {dest}")
+        self._say(f"saved model {entry.name!r} to {dest}")
 
-    def closeEvent(self, event):  # closing the dock: stop listening to clicks, save
-        self.probe.enabled.setChecked(False)
+    # ------------------------------------------------------------------ life cycle
+    def _on_removed(self, event) -> None:
+        """The layer being restored was removed (or the viewer is closing, which removes
+        every layer): stop the run now, nothing will be added."""
+        layer = getattr(event, "value", None)
+        running = self._running_on
+        if running is None or layer is None or self._worker is None:
+            return
+        if layer is running or getattr(layer, "name", None) == running.name:
+            self._abort_note = (
+                f"layer {running.name!r} was removed while PKN ran; nothing was added."
+            )
+            self._worker.quit()
+
+    def shutdown(self) -> None:
+        """Stop everything this widget runs (restoration, strength update, adaptation),
+        stop listening to the viewer and save the settings; nothing is added afterwards.
+        Called when the widget is closed, its dock is removed or the viewer closes."""
+        if self._shut:
+            return
+        self._shut = True
+        self._pending_render = False
         if self._adapt_job is not None:
             self._adapt_job.cancel()
-        _settings.save(self.form.state())
+        for w in (self._worker, self._render_worker):
+            if w is not None:
+                w.quit()
+        events = self.viewer.layers.events
+        for ev in (events.inserted, events.removed, events.reordered, events.renamed):
+            ev.disconnect(self._refresh_layers)
+        events.removed.disconnect(self._on_removed)
+        self.viewer.layers.selection.events.changed.disconnect(self._update_plan)
+        if _alive(self):  # Qt parts (gone when the viewer deleted the widget first)
+            self._timer.stop()
+            self.probe.enabled.setChecked(False)
+            _settings.save(self.form.state())
+
+    @property
+    def _closed(self) -> bool:
+        return self._shut or not _alive(self)
+
+    @property
+    def closed(self) -> bool:
+        """Whether the widget no longer acts (:meth:`shutdown` ran, or Qt deleted it)."""
+        return self._closed
+
+    def closeEvent(self, event):  # closing the widget: stop, stop listening, save
+        self.shutdown()
         super().closeEvent(event)
+
+    def event(self, ev):
+        """Notice the dock being removed (napari takes the widget out of its dock:
+        no parent any more) and watch the main window for the viewer closing."""
+        if ev.type() == QEvent.Type.ParentChange:
+            if self.parent() is None and self._watched_window is not None:
+                self.shutdown()
+            else:
+                win = self.window()
+                if win is not self and win is not self._watched_window:
+                    win.installEventFilter(self)
+                    self._watched_window = win
+        return super().event(ev)
+
+    def eventFilter(self, obj, ev):
+        if obj is self._watched_window and ev.type() == QEvent.Type.Close:
+            QTimer.singleShot(0, lambda: self._window_closed(obj))
+        return False
+
+    def _window_closed(self, win) -> None:
+        if not _alive(win) or not win.isVisible():  # closed (not cancelled by a dialog)
+            self.shutdown()
+
+
+PSF_NEEDED = (
+    "choose a PSF layer: an image of one bead or point (2-D, or a 3-D z-stack), or use "
+    "a Gaussian blur sigma."
+)
+PSF_HOW = (
+    "the bead is background-subtracted, centred (in-focus plane of a z-stack), cropped "
+    "and normalised; the PSF used is added as a layer"
+)
+PSF_MAX_SIDE = 129  # larger layers are not preselected as a PSF
+
+
+def _alive(obj) -> bool:
+    """Whether the C++ side of a Qt object still exists."""
+    try:
+        obj.objectName()
+    except RuntimeError:
+        return False
+    return True
+
+
+def _spatial(layer) -> tuple[int, int]:
+    shape = layer.data[0].shape if layer.multiscale else layer.data.shape
+    shape = shape[:-1] if layer.rgb else shape
+    return tuple(int(n) for n in shape[-2:])
+
+
+def looks_like_psf(layer, image_shape=None) -> bool:
+    """Whether an Image layer looks like a PSF (a bead): gray, 2-D or 3-D, small (at most
+    :data:`PSF_MAX_SIDE` and half the image's side), one bright peak (the pixels above half
+    the peak, over the median, are at most a quarter of the brightest plane)."""
+    if layer.rgb or layer.multiscale or layer.ndim not in (2, 3):
+        return False
+    h, w = _spatial(layer)
+    limit = PSF_MAX_SIDE
+    if image_shape is not None:
+        limit = min(limit, max(image_shape) // 2)
+    if max(h, w) > limit or min(h, w) < 3 or layer.data.dtype.kind not in "iuf":
+        return False
+    a = np.asarray(layer.data, np.float64)
+    if not np.isfinite(a).all():
+        return False
+    if a.ndim == 3:
+        a = a[int(np.argmax(a.reshape(len(a), -1).max(axis=1)))]
+    above = a - np.median(a)
+    peak = above.max()
+    return bool(peak > 0 and (above > peak / 2).mean() <= 0.25)
 
 
 def _is_qc(layer) -> bool:

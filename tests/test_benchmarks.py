@@ -396,3 +396,47 @@ def test_combine_rounds_takes_each_kernels_median_round():
     assert two["seconds"] == 1.0  # even count: the lower middle round
     failed = combine_rounds([[{"name": "affine", "ok": False, "error": "e"}]])[0]
     assert failed == {"name": "affine", "ok": False, "error": "e"}
+
+
+# --------------------------------------------------------------------------- correlated
+def test_correlated_noise_of_the_benchmark_has_its_stated_correlation():
+    from benchmarks import correlated
+
+    img = np.full((160, 170, 3), 0.5, np.float32)
+    for kind in ("box2", "aniso"):
+        n = correlated.noisy_image(img, 0.1, kind, 0)[..., 0] - 0.5
+        c = correlated.correlation_of(correlated.noise_kernel(kind))
+        v = n.var()
+        assert float(np.sqrt(v)) == pytest.approx(0.1, rel=0.05)
+        assert float((n[:, 1:] * n[:, :-1]).mean() / v) == pytest.approx(c[2, 3], abs=0.03)
+        assert float((n[1:] * n[:-1]).mean() / v) == pytest.approx(c[3, 2], abs=0.03)
+    white = correlated.correlation_of(None)
+    assert white[2, 2] == 1 and np.count_nonzero(white) == 1
+    with pytest.raises(ValueError, match="kind"):
+        correlated.noise_kernel("pink")
+
+
+def test_correlated_table_rows_and_cache(tmp_path, monkeypatch, capsys):
+    from benchmarks import correlated
+
+    imgs = [(f"im{i}", _smooth((32, 36, 3), i).astype(np.float32) / 255.0) for i in range(2)]
+    monkeypatch.setattr(correlated, "load_kodak", lambda root, n=None: imgs[:n])
+    model = PKNModel("nlm", guided=True, options={"joint": True}, correlated=True)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # the correlation input matters (random weights)
+        for p in model.net.parameters():
+            p.copy_(0.1 * torch.randn(p.shape, generator=g))
+    path = save_model(model, tmp_path / "c.safetensors")
+    cache = tmp_path / "cache.json"
+    argv = ["--model", str(path), "--sigmas", "0.1", "--kinds", "white,box2",
+            "--cache", str(cache)]
+    rc, out, _ = _run(correlated, argv, capsys)
+    assert rc == 0 and "| box2 | 0.1 |" in out and "corr-est" in out
+    t = correlated.run([0.1], ["box2"], list(correlated.ROWS), model=str(path),
+                       cache=str(cache), log=lambda *_: None)
+    r = t["box2"][0.1]
+    assert r["corr"]["psnr"] != r["corr-white"]["psnr"]  # the model was told something
+    keys = json.loads(cache.read_text())
+    assert len(keys) == 2 * 2 * len(correlated.ROWS)  # 2 kinds x 2 images x rows
+    with pytest.raises(SystemExit, match="correlation"):
+        correlated.run([0.1], ["box2"], ["corr"], model="nlm", log=print)

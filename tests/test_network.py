@@ -252,3 +252,72 @@ def test_inference_features_are_the_training_features(H, W, noise, guided):
     assert fast.shape == ref.shape
     assert fast.is_contiguous(memory_format=torch.channels_last)
     assert torch.equal(fast, ref)
+
+
+# ------------------------------------------------------------- noise correlation input
+def _box_correlation() -> torch.Tensor:
+    """Correlation of white noise filtered by a 2x2 box: 0.5 at lag 1, 0.25 diagonally."""
+    c = torch.zeros(5, 5)
+    c[2, 2] = 1.0
+    c[2, 1] = c[2, 3] = c[1, 2] = c[3, 2] = 0.5
+    c[1, 1] = c[1, 3] = c[3, 1] = c[3, 3] = 0.25
+    return c
+
+
+def test_correlation_features_white_and_box():
+    from pkn.models.network import correlation_features
+
+    white = torch.zeros(5, 5)
+    white[2, 2] = 1.0
+    torch.testing.assert_close(correlation_features(white), torch.zeros(1, 2))
+    torch.testing.assert_close(correlation_features(None, batch=3), torch.zeros(3, 2))
+    f = correlation_features(_box_correlation())
+    # 2x2 block mean of box-filtered noise: 9/4 the white variance; 4x4 block: lags beyond
+    # 1 vanish, weights (4 - |lag|): (16 + 2*12*0.5*2 + 4*9*0.25) / 16 = 49/16
+    torch.testing.assert_close(f, torch.tensor([[math.log(9 / 4), math.log(49 / 16)]]))
+    assert correlation_features(torch.stack([white, _box_correlation()])).shape == (2, 2)
+
+
+@pytest.mark.parametrize("bad", [torch.zeros(3, 3), torch.zeros(2, 5, 4), torch.full((5, 5), math.nan)])
+def test_correlation_features_refuse_bad_input(bad):
+    from pkn.models.network import correlation_features
+
+    with pytest.raises(ValueError, match="correlation"):
+        correlation_features(bad)
+
+
+def test_with_correlation_starts_as_the_same_model_and_can_learn_it():
+    model = PKNModel("nlm", guided=True)
+    _randomize(model.net, seed=3)
+    wide = model.with_correlation()
+    assert wide.correlated and not model.correlated
+    x, s = _image(2, 24, 30), torch.full((2, 1, 1, 1), 0.1)
+    with torch.no_grad():
+        a = model.predict_maps(x, s, x)
+        b = wide.predict_maps(x, s, x, _box_correlation())
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
+    with pytest.raises(ValueError, match="already"):
+        wide.with_correlation()
+    # once the new input weights move, the correlation changes the maps
+    _randomize(wide.net, seed=4)
+    with torch.no_grad():
+        w = wide.predict_maps(x, s, x)  # None: white
+        c = wide.predict_maps(x, s, x, _box_correlation())
+    assert float((w["sigma"] - c["sigma"]).abs().max()) > 1e-3
+
+
+@pytest.mark.parametrize("guided", [False, True])
+def test_correlated_inference_features_are_the_training_features(guided):
+    from pkn.models.network import correlation_features
+
+    net = PKNet(2, guided=guided, correlated=True)
+    _randomize(net, seed=5)
+    x, s = _image(2, 21, 26), 0.05 + 0.1 * _image(2, 21, 26, seed=1)
+    c = correlation_features(torch.stack([torch.eye(5), _box_correlation()]))
+    g = _image(2, 21, 26, seed=2) if guided else None
+    with torch.no_grad():
+        fast = net(x, s, g, c)
+    with torch.enable_grad():
+        slow = net(x, s, g, c)
+    torch.testing.assert_close(fast, slow.detach(), rtol=1e-5, atol=1e-5)

@@ -481,3 +481,52 @@ def test_ship_script_copies_the_model_and_renders_the_card(data_dir, tmp_path, c
     trained = (out / "nlm.md").read_text()
     assert trained.split("- **Training data**")[1].split("\n")[0] in card
     assert file_sha256(shipped) in capsys.readouterr().out
+
+
+# ------------------------------------------------------- spatially correlated noise
+def test_correlated_noise_has_the_correlation_it_reports():
+    from pkn.training.degrade import correlated_noise
+
+    n, corr = correlated_noise((8, 1, 192, 192), np.random.default_rng(1), 1.0)
+    assert n.shape == (8, 1, 192, 192) and corr.shape == (8, 5, 5)
+    for i in range(8):
+        x = n[i, 0].double()
+        assert float(x.std()) == pytest.approx(1.0, rel=0.05)  # marginal variance kept
+        v = x.var()
+        emp_x = float((x[:, :-1] * x[:, 1:]).mean() / v)
+        emp_y = float((x[:-1] * x[1:]).mean() / v)
+        emp_d = float((x[:-1, :-1] * x[1:, 1:]).mean() / v)
+        assert emp_x == pytest.approx(float(corr[i, 2, 3]), abs=0.03)
+        assert emp_y == pytest.approx(float(corr[i, 3, 2]), abs=0.03)
+        assert emp_d == pytest.approx(float(corr[i, 3, 3]), abs=0.03)
+    assert float(corr[:, 2, 3].min()) > 0.1  # every sample correlated at p = 1
+
+
+def test_correlated_fraction_and_white_stream_unchanged():
+    clean = _clean(B=16, s=32)
+    white = TrainConfig(sigma=(0.1, 0.1))
+    d0 = degrade_batch(white, clean, np.random.default_rng(0), "denoise")
+    assert d0.correlation is None  # p = 0: the old white-noise stream, no correlation
+    mixed = TrainConfig(sigma=(0.1, 0.1), correlated=0.5)
+    d = degrade_batch(mixed, clean, np.random.default_rng(0), "denoise")
+    lag1 = d.correlation[:, 2, 3]
+    assert d.correlation.shape == (16, 5, 5)
+    assert 0 < int((lag1 == 0).sum()) < 16  # some white, some correlated
+    noise = d.x - d.target
+    assert float(noise.std()) == pytest.approx(0.1, rel=0.1)
+
+
+def test_finetune_from_a_shipped_model_adds_the_correlation_input(data_dir, tmp_path):
+    out = tmp_path / "corr"
+    cfg = _cfg(data_dir, out)
+    cfg.init, cfg.correlated, cfg.guided = "nlm", 0.5, False
+    summary = train(cfg, progress=False)
+    model, meta = load_model(out / "nlm.safetensors")
+    assert model.correlated and model.guided and model.joint  # the shipped nlm's set-up
+    assert meta["n_parameters"] == summary["n_parameters"] < 20_000
+    base, _ = load_model("nlm")
+    assert model.net.enc1.weight.shape[1] == base.net.enc1.weight.shape[1] + 8
+    cfg2 = _cfg(data_dir, tmp_path / "bad")
+    cfg2.init, cfg2.kernel = "nlm", "gaussian"
+    with pytest.raises(ValueError, match="init"):
+        train(cfg2, progress=False)

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["PKNet", "count_parameters", "input_features"]
+__all__ = ["PKNet", "correlation_features", "count_parameters", "input_features"]
 
 # The network sees contrast in units of noise; below 1% of the range (the lowest noise in
 # training) it sees contrast in units of that floor instead, so nearly noise-free input
@@ -25,21 +25,79 @@ __all__ = ["PKNet", "count_parameters", "input_features"]
 _NOISE_FLOOR = 1e-2
 
 
+#: Block sizes whose mean's noise variance describes the noise correlation to the network.
+CORRELATION_BLOCKS = (2, 4)
+
+
+def correlation_features(correlation, batch: int | None = None) -> torch.Tensor:
+    """The noise correlation as the network sees it: ``(B, 2)`` features.
+
+    For each block size ``k`` in :data:`CORRELATION_BLOCKS` (2 and 4), the log of the
+    variance of the mean of a ``k x k`` block of noise relative to white noise of the
+    same marginal variance::
+
+        r_k = 1 / k^2 * sum_{|dy|, |dx| < k} (k - |dy|) (k - |dx|) C[dy, dx]
+
+    with ``C`` the correlation coefficients at lags ``-2..2`` (lags beyond 2 count as
+    uncorrelated). White noise gives ``(0, 0)``; white noise filtered by a 2x2 box
+    (correlation 0.5 at lag 1, 0.25 diagonally) gives ``r_2 = 9/4``. These are the quantities that decide how much averaging a kernel gets out of
+    its neighbourhood, at the network's own 1/2 and 1/4 scales.
+
+    Parameters
+    ----------
+    correlation : array-like or torch.Tensor or None
+        ``(5, 5)`` (one for the whole batch) or ``(B, 5, 5)`` correlation coefficients, as
+        :attr:`pkn.noise.NoiseModel.correlation`; ``None`` means white noise.
+    batch : int, optional
+        Batch size to expand a single matrix (or ``None``) to.
+    """
+    if correlation is None:
+        return torch.zeros(batch or 1, len(CORRELATION_BLOCKS))
+    c = torch.as_tensor(correlation, dtype=torch.float64)
+    if c.ndim == 2:
+        c = c[None]
+    if c.ndim != 3 or c.shape[-2:] != (5, 5):
+        raise ValueError(
+            f"correlation must be a (5, 5) or (B, 5, 5) array of correlation coefficients at "
+            f"lags -2..2, got shape {tuple(c.shape)}."
+        )
+    if not bool(torch.isfinite(c).all()):
+        raise ValueError("correlation must be finite (got NaN or inf coefficients).")
+    lag = torch.arange(-2, 3, dtype=torch.float64).abs()
+    feats = []
+    for k in CORRELATION_BLOCKS:
+        w = (k - lag).clamp_min(0)  # (5,) weights of each lag in a k x k block
+        r = (c * w[:, None] * w[None, :]).sum((-2, -1)) / (k * k)  # (B,)
+        feats.append(torch.log(r.clamp(0.05, 20.0)))
+    out = torch.stack(feats, dim=1).float()  # (B, 2)
+    if batch is not None and out.shape[0] == 1:
+        out = out.expand(batch, -1)
+    return out
+
+
 def input_features(
-    x: torch.Tensor, noise_std: torch.Tensor, guide: torch.Tensor | None = None
+    x: torch.Tensor,
+    noise_std: torch.Tensor,
+    guide: torch.Tensor | None = None,
+    correlation: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Noise-normalized network input ``(B, 2 or 3, H, W)``.
+    """Noise-normalized network input ``(B, 2 or 3 (+2), H, W)``.
 
     Channel 0 is the image minus its mean over each image, divided by the local noise
     std (so the network sees contrast in units of noise, whatever the noise level);
     channel 1 is ``log(noise std)`` (so it still knows the level itself). With a
     ``guide`` (for colour images the mean of all noisy channels, whose noise is lower;
     for gray images the image itself) channel 2 is the guide normalised like channel 0.
+    With ``correlation`` features ``(B, 2)`` (:func:`correlation_features`) two constant
+    channels follow.
     """
     s = noise_std.clamp_min(_NOISE_FLOOR)  # (B, 1, 1|H, 1|W): log before expanding
     feats = [(x - x.mean(dim=(-2, -1), keepdim=True)) / s, torch.log(s).expand_as(x)]
     if guide is not None:
         feats.append((guide - guide.mean(dim=(-2, -1), keepdim=True)) / s)
+    if correlation is not None:
+        c = correlation.to(x)[:, :, None, None]  # (B, 2, 1, 1)
+        feats.append(c.expand(x.shape[0], -1, *x.shape[-2:]))
     return torch.cat(feats, dim=1)
 
 
@@ -74,10 +132,13 @@ class PKNet(nn.Module):
         parameters by the 1/8 level.
     guided : bool
         Take a third input, a guide image (see :func:`input_features`).
+    correlated : bool
+        Also take the noise correlation (two numbers per image,
+        :func:`correlation_features`); ``forward``'s ``correlation=None`` means white.
 
     Notes
     -----
-    ``forward(x, noise_std, guide=None)`` takes ``x`` ``(B, 1, H, W)``, ``noise_std``
+    ``forward(x, noise_std, guide=None, correlation=None)`` takes ``x`` ``(B, 1, H, W)``, ``noise_std``
     broadcastable to it and optionally a guide ``(B, 1, H, W)``, and returns
     ``(B, n_out, ceil(H/2), ceil(W/2))``: map pixel ``(i, j)`` covers input pixels
     ``[2i, 2i+2) x [2j, 2j+2)``. Any input size works (inputs are mirrored up to a
@@ -89,11 +150,14 @@ class PKNet(nn.Module):
         n_out: int,
         widths: tuple[int, int, int] = (12, 16, 24),
         guided: bool = False,
+        correlated: bool = False,
     ):
         super().__init__()
         w1, w2, w3 = widths
         self.n_out, self.widths, self.guided = n_out, tuple(widths), bool(guided)
-        self.enc1 = _conv(4 * (3 if guided else 2), w1)  # 1/2
+        self.correlated = bool(correlated)
+        n_in = 2 + self.guided + len(CORRELATION_BLOCKS) * self.correlated
+        self.enc1 = _conv(4 * n_in, w1)  # 1/2
         self.enc2a, self.enc2b = _conv(w1, w2), _conv(w2, w2)  # 1/4
         self.enc3a, self.enc3b = _conv(w2, w3), _conv(w3, w3, dilation=2)  # 1/8
         self.up3 = _conv(w3, w2, k=1)  # 1/8, then upsampled and added to the 1/4 skip
@@ -105,18 +169,26 @@ class PKNet(nn.Module):
         nn.init.zeros_(self.head.bias)
 
     def forward(
-        self, x: torch.Tensor, noise_std: torch.Tensor, guide: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        noise_std: torch.Tensor,
+        guide: torch.Tensor | None = None,
+        correlation: torch.Tensor | None = None,
     ) -> torch.Tensor:
         H, W = x.shape[-2:]
         if self.guided and guide is None:
             guide = x  # gray image: the image is its own guide
         g = guide if self.guided else None
+        c = None
+        if self.correlated:  # (B, 2) features; white noise when not given
+            c = correlation if correlation is not None else correlation_features(None)
+            c = c.to(x).expand(x.shape[0], -1)
         if torch.is_grad_enabled():
-            f = input_features(x, noise_std, g)  # (B, 2|3, H, W)
-            f = F.pixel_unshuffle(_pad8(f), 2)  # (B, 8|12, H8/2, W8/2)
+            f = input_features(x, noise_std, g, c)  # (B, 2|3 (+2), H, W)
+            f = F.pixel_unshuffle(_pad8(f), 2)  # (B, 4 * that, H8/2, W8/2)
             f = f.contiguous(memory_format=torch.channels_last)  # ~2x faster convs on CPU
         else:  # the same values, written once into their channels-last places
-            f = _unshuffled_features(x, noise_std, g)  # (B, 8|12, H8/2, W8/2)
+            f = _unshuffled_features(x, noise_std, g, c)  # (B, 4 * (2|3 (+2)), H8/2, W8/2)
         e1 = _relu(self.enc1(f))  # (B, w1, H/2, W/2)
         e2 = _relu(self.enc2b(_relu(self.enc2a(F.avg_pool2d(e1, 2)))))  # (B, w2, H/4, W/4)
         e3 = _relu(self.enc3b(_relu(self.enc3a(F.avg_pool2d(e2, 2)))))  # (B, w3, H/8, W/8)
@@ -139,7 +211,10 @@ def _pad8(t: torch.Tensor) -> torch.Tensor:
 
 
 def _unshuffled_features(
-    x: torch.Tensor, noise_std: torch.Tensor, guide: torch.Tensor | None
+    x: torch.Tensor,
+    noise_std: torch.Tensor,
+    guide: torch.Tensor | None,
+    correlation: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``pixel_unshuffle(_pad8(input_features(x, noise_std, guide)), 2)`` in channels-last
     memory, without autograd: each feature is computed straight into its places of one
@@ -158,7 +233,8 @@ def _unshuffled_features(
     srcs = [(_pad8(t), m) for t, m in srcs]
     s = _pad8(s) if full else s
     H8, W8 = srcs[0][0].shape[-2:]
-    out = x.new_empty((B, H8 // 2, W8 // 2, len(srcs) + 1, 2, 2))
+    n_corr = 0 if correlation is None else correlation.shape[1]
+    out = x.new_empty((B, H8 // 2, W8 // 2, len(srcs) + 1 + n_corr, 2, 2))
 
     def places(t: torch.Tensor) -> torch.Tensor:  # (B|1, 1, H8, W8) -> (B|1, H8/2, W8/2, 2, 2)
         return t.reshape(t.shape[0], H8 // 2, 2, W8 // 2, 2).permute(0, 1, 3, 2, 4)
@@ -170,6 +246,8 @@ def _unshuffled_features(
     for k, (t, m) in zip((0, 2), srcs, strict=False):  # the image, then the guide
         torch.sub(places(t), scalar(m), out=out[:, :, :, k]).div_(sv)
     out[:, :, :, 1] = torch.log(sv)  # log(noise std), broadcast where it is one number
+    for j in range(n_corr):  # constant channels after the image, log std and guide
+        out[:, :, :, len(srcs) + 1 + j] = correlation[:, j].reshape(B, 1, 1, 1, 1)
     return out.view(B, H8 // 2, W8 // 2, -1).permute(0, 3, 1, 2)
 
 

@@ -8,7 +8,7 @@ from torch import nn
 
 from .._input import check_strength
 from ..kernels.registry import Kernel
-from .network import PKNet
+from .network import PKNet, correlation_features
 from .procedural import get_spec, upsample_map
 
 __all__ = ["PKNModel", "run_filter"]
@@ -82,16 +82,26 @@ class PKNModel(nn.Module):
         Fixed keyword options of the filter (e.g. ``{"patch_size": 3, "search_size": 5}``).
     guided : bool
         The network also sees a guide image (colour: the mean of the noisy channels).
+    correlated : bool
+        The network also sees the noise's spatial correlation
+        (:func:`~pkn.models.network.correlation_features`; white when not given).
     """
 
     factor = 2  # maps are predicted at half resolution
 
-    def __init__(self, kernel: str, widths=(12, 16, 24), options: dict | None = None, guided=False):
+    def __init__(
+        self,
+        kernel: str,
+        widths=(12, 16, 24),
+        options: dict | None = None,
+        guided=False,
+        correlated=False,
+    ):
         super().__init__()
         self.spec = get_spec(kernel)
         self.kernel = kernel
         self.options = dict(options or {})
-        self.net = PKNet(self.spec.n_out, tuple(widths), guided=guided)
+        self.net = PKNet(self.spec.n_out, tuple(widths), guided=guided, correlated=correlated)
         with torch.no_grad():  # start from sensible constant parameters
             self.net.head.bias.copy_(self.spec.init_raw())
 
@@ -100,22 +110,57 @@ class PKNModel(nn.Module):
         return self.net.guided
 
     @property
+    def correlated(self) -> bool:
+        """The network takes the noise correlation as input."""
+        return self.net.correlated
+
+    def with_correlation(self) -> PKNModel:
+        """A copy whose network also takes the noise correlation, computing exactly what
+        this model computes until trained (the new input weights are zero)."""
+        if self.correlated:
+            raise ValueError(f"this {self.kernel!r} model already takes the noise correlation.")
+        new = PKNModel(
+            self.kernel, self.net.widths, self.options, guided=self.guided, correlated=True
+        )
+        state = {k: v.clone() for k, v in self.state_dict().items()}
+        w = state["net.enc1.weight"]  # (w1, 4 * n_in, 3, 3)
+        extra = new.net.enc1.weight.shape[1] - w.shape[1]
+        state["net.enc1.weight"] = torch.cat([w, w.new_zeros(w.shape[0], extra, *w.shape[2:])], 1)
+        new.load_state_dict(state, strict=True)
+        new.train(self.training)
+        return new
+
+    @property
     def joint(self) -> bool:
         """NLM patch distances are averaged over all colour channels (option ``joint``)."""
         return bool(self.options.get("joint", False))
 
     def predict_maps(
-        self, x: torch.Tensor, noise_std: torch.Tensor, guide: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        noise_std: torch.Tensor,
+        guide: torch.Tensor | None = None,
+        correlation=None,
     ) -> dict[str, torch.Tensor]:
-        """Parameter maps at half resolution for single-channel ``x`` ``(B, 1, H, W)``."""
-        raw = self.net(x, noise_std, guide)  # (B, P, ceil(H/2), ceil(W/2))
+        """Parameter maps at half resolution for single-channel ``x`` ``(B, 1, H, W)``.
+
+        ``correlation``: the noise's correlation coefficients, ``(5, 5)`` or ``(B, 5, 5)``
+        (:attr:`pkn.noise.NoiseModel.correlation`), or features ``(B, 2)``; ``None`` is
+        white noise. Models that do not take the correlation ignore it.
+        """
+        c = None
+        if self.correlated:
+            c = correlation
+            if not (isinstance(c, torch.Tensor) and c.ndim == 2 and c.shape[1] != 5):
+                c = correlation_features(c, batch=x.shape[0])  # (B, 2)
+        raw = self.net(x, noise_std, guide, c)  # (B, P, ceil(H/2), ceil(W/2))
         return self.spec.to_params(raw, _half(noise_std))
 
     def filter(self, x: torch.Tensor, maps: dict[str, torch.Tensor], **kw) -> torch.Tensor:
         """Run the classical filter with ``maps`` (see :func:`run_filter`)."""
         return run_filter(self.spec, x, maps, factor=self.factor, options=self.options, **kw)
 
-    def forward(self, x: torch.Tensor, noise_std: torch.Tensor, guide=None, **kw):
+    def forward(self, x: torch.Tensor, noise_std: torch.Tensor, guide=None, correlation=None, **kw):
         """``(restored, maps)`` for ``x`` ``(B, 1, H, W)``."""
-        maps = self.predict_maps(x, noise_std, guide)
+        maps = self.predict_maps(x, noise_std, guide, correlation)
         return self.filter(x, maps, **kw), maps

@@ -51,6 +51,12 @@ def render_card(
             "mixed": f"half AWGN sigma in {cfg.get('sigma')}, half Poisson-Gaussian a in "
             f"{cfg.get('pg_a')}, b in {cfg.get('pg_b')}",
         }[cfg.get("noise", "awgn")]
+        if cfg.get("correlated"):
+            deg += (
+                f"; a fraction {cfg['correlated']} of the images with spatially correlated "
+                "noise (white noise filtered by a random small kernel: tilted Gaussian, 2x2 "
+                "box or positive 3x3; same marginal std), its correlation given to the network"
+            )
     elif task == "deblur":
         deg = (
             f"Gaussian blur sigma in {cfg.get('blur')} px (Levin kernels with probability "
@@ -60,6 +66,8 @@ def render_card(
         deg = f"downscaling by {cfg.get('scales')} (antialiased), AWGN sigma {cfg.get('sigma')}"
     hist = train.get("history", [])
     guided = "guided (also sees the mean of the noisy channels), " if model.guided else ""
+    if model.correlated:
+        guided += "told the noise correlation (2x2 and 4x4 block-variance ratios), "
     size_kb = model_file.stat().st_size / 1024
     lines = [
         f"# Model card: `{name}`",
@@ -78,8 +86,11 @@ def render_card(
         f"- **Degradation**: {deg}",
         f"- **Training**: {cfg.get('iters')} iterations, batch {cfg.get('batch')}, crop "
         f"{cfg.get('crop')}, Adam lr {cfg.get('lr')} (cosine), loss {cfg.get('loss')}"
+
         f"{_weighting(cfg)}, seed "
-        f"{cfg.get('seed')}; {train.get('seconds', 0) / 60:.1f} min on this machine's CPU",
+        f"{cfg.get('seed')}"
+        + _init_text(cfg, train)
+        + f"; {train.get('seconds', 0) / 60:.1f} min on this machine's CPU",
         f"- **Validation PSNR** (held-out crops): {train.get('val_psnr', float('nan')):.2f} dB"
         + (f" (first check {hist[0]['psnr']:.2f} dB at step {hist[0]['step']})" if hist else ""),
         "",
@@ -143,6 +154,16 @@ def _command(cfg: dict, train: dict) -> str:
     cmd = cfg.get("command") or "(command not recorded)"
     env = train.get("data", {}).get("env")
     return f"{env} {cmd}" if env and cfg.get("command") else cmd
+
+
+def _init_text(cfg: dict, train: dict) -> str:
+    """", starting from the model X (sha256 ...)" for fine-tuned runs."""
+    if not cfg.get("init"):
+        return ""
+    sha = train.get("init", {}).get("sha256")
+    return f", starting from the model `{cfg['init']}`" + (
+        f" (SHA-256 `{sha}`; an earlier shipped model is in the git history)" if sha else ""
+    )
 
 
 def _weighting(cfg: dict) -> str:

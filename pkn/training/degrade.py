@@ -24,6 +24,7 @@ __all__ = [
     "add_poisson_gaussian",
     "blur_and_noise",
     "convolve",
+    "correlated_noise",
     "downscale",
     "gaussian_psf",
     "levin_kernels",
@@ -36,7 +37,9 @@ class Degraded:
     """A degraded batch: ``x`` (input), ``noise_std`` (map or per-image), ``target``,
     per-sample filter options (``blur``: a PSF tensor; ``size``: output size), an
     optional ``guide`` for guided networks and, for denoising, ``colour``: all noisy
-    channels of each sample's image ``(B, K, H, W)`` (joint NLM distances)."""
+    channels of each sample's image ``(B, K, H, W)`` (joint NLM distances), and
+    ``correlation``: the noise's correlation coefficients ``(B, 5, 5)`` at lags -2..2
+    (None: white)."""
 
     x: torch.Tensor
     noise_std: torch.Tensor
@@ -44,20 +47,92 @@ class Degraded:
     options: list[dict] = field(default_factory=list)
     guide: torch.Tensor | None = None
     colour: torch.Tensor | None = None
+    correlation: torch.Tensor | None = None
+
+
+def _white_correlation(B: int) -> torch.Tensor:
+    c = torch.zeros(B, 5, 5)
+    c[:, 2, 2] = 1.0
+    return c
+
+
+def _random_noise_kernel(rng: np.random.Generator) -> torch.Tensor:
+    """A small random kernel of the kind binning, demosaicking and camera processing
+    apply to noise: an (anisotropic, tilted) Gaussian, a 2x2 box (binning), or random
+    positive 3x3 weights; normalised to unit L2 norm (the marginal variance is kept)."""
+    kind = rng.integers(3)
+    if kind == 0:
+        sy, sx = rng.uniform(0.35, 1.2, 2)
+        k = gaussian_psf(float(sy), float(sx), float(rng.uniform(-0.5, 0.5)))
+    elif kind == 1:
+        k = torch.ones(2, 2)
+    else:
+        k = torch.from_numpy(rng.uniform(0.0, 1.0, (3, 3)).astype(np.float32))
+        k[1, 1] += float(rng.uniform(0.0, 2.0))
+    return (k / k.square().sum().sqrt()).float()
+
+
+def _kernel_correlation(k: torch.Tensor) -> torch.Tensor:
+    """Correlation coefficients ``(5, 5)`` at lags -2..2 of white noise filtered by ``k``
+    (its normalised autocorrelation)."""
+    kh, kw = k.shape
+    ac = F.conv2d(F.pad(k.double()[None, None], (kw - 1, kw - 1, kh - 1, kh - 1)),
+                  k.double()[None, None])[0, 0]  # (2kh-1, 2kw-1), lag 0 at the centre
+    ac = ac / ac[kh - 1, kw - 1]
+    out = torch.zeros(5, 5, dtype=torch.float64)
+    for dy in range(-2, 3):
+        for dx in range(-2, 3):
+            if abs(dy) < kh and abs(dx) < kw:
+                out[dy + 2, dx + 2] = ac[kh - 1 + dy, kw - 1 + dx]
+    return out.float()
+
+
+def correlated_noise(
+    shape, rng: np.random.Generator, p: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Unit-variance Gaussian noise ``shape = (B, C, H, W)``, spatially correlated for a
+    fraction ``p`` of the samples (each filtered by :func:`_random_noise_kernel`, the same
+    kernel for all of a sample's channels, mirrored borders), white for the others.
+
+    Returns
+    -------
+    (noise, correlation)
+        The noise and each sample's exact correlation coefficients ``(B, 5, 5)``.
+    """
+    B = shape[0]
+    corr = _white_correlation(B)
+    corr_on = rng.uniform(size=B) < p
+    kernels = [_random_noise_kernel(rng) if on else None for on in corr_on]
+    noise = _randn(rng, shape)
+    for i, k in enumerate(kernels):
+        if k is None:
+            continue
+        kh, kw = k.shape
+        big = tuple(shape[1:2]) + (shape[2] + kh - 1, shape[3] + kw - 1)
+        n = _randn(rng, (1,) + big)  # independent noise, valid convolution: no border bias
+        noise[i] = F.conv2d(n.transpose(0, 1), k[None, None])[:, 0]
+        corr[i] = _kernel_correlation(k)
+    return noise, corr
 
 
 def _randn(rng: np.random.Generator, shape) -> torch.Tensor:
     return torch.from_numpy(rng.standard_normal(shape, dtype=np.float32))
 
 
-def add_awgn(clean: torch.Tensor, rng: np.random.Generator, sigma=(0.05, 0.1)) -> Degraded:
-    """Additive white Gaussian noise, ``sigma`` a number or a ``(low, high)`` uniform range
-    drawn per image."""
+def add_awgn(
+    clean: torch.Tensor, rng: np.random.Generator, sigma=(0.05, 0.1), p_corr: float = 0.0
+) -> Degraded:
+    """Additive Gaussian noise, ``sigma`` a number or a ``(low, high)`` uniform range
+    drawn per image; white, or spatially correlated for a fraction ``p_corr`` of the
+    images (:func:`correlated_noise`; ``sigma`` is then the marginal std)."""
     B = clean.shape[0]
     lo, hi = (sigma, sigma) if np.isscalar(sigma) else sigma
     s = torch.from_numpy(rng.uniform(lo, hi, B).astype(np.float32)).to(clean).view(B, 1, 1, 1)
-    noisy = clean + s * _randn(rng, clean.shape).to(clean)
-    return Degraded(noisy, s, clean)
+    if p_corr <= 0:  # the white-noise stream as before (seeded runs reproduce)
+        noisy = clean + s * _randn(rng, clean.shape).to(clean)
+        return Degraded(noisy, s, clean)
+    n, corr = correlated_noise(tuple(clean.shape), rng, p_corr)
+    return Degraded(clean + s * n.to(clean), s, clean, correlation=corr)
 
 
 def add_poisson_gaussian(
@@ -65,10 +140,13 @@ def add_poisson_gaussian(
     rng: np.random.Generator,
     a=(0.001, 0.05),
     b=(1e-5, 4e-3),
+    p_corr: float = 0.0,
 ) -> Degraded:
     """Poisson-Gaussian noise: ``y = a * Poisson(x / a) + N(0, b)`` with ``a``, ``b`` drawn
     log-uniformly per image; the noise std map is ``sqrt(a * smooth(y) + b)`` as at
-    inference time (where the clean signal is unknown)."""
+    inference time (where the clean signal is unknown). With ``p_corr > 0`` that fraction
+    of the images gets the Gaussian approximation ``x + sqrt(a x + b) n`` with spatially
+    correlated unit noise ``n`` (:func:`correlated_noise`) instead."""
     B = clean.shape[0]
     aa = np.exp(rng.uniform(np.log(a[0]), np.log(a[1]), B))
     bb = np.exp(rng.uniform(np.log(b[0]), np.log(b[1]), B))
@@ -78,8 +156,15 @@ def add_poisson_gaussian(
     noisy = noisy + torch.from_numpy(np.sqrt(bb).astype(np.float32)).view(B, 1, 1, 1) * _randn(
         rng, clean.shape
     )
+    corr = None
+    if p_corr > 0:
+        n, corr = correlated_noise(tuple(clean.shape), rng, p_corr)
+        on = (corr[:, 2, 3].abs() + corr[:, 3, 2].abs() + corr[:, 3, 3].abs()) > 0
+        std = (torch.from_numpy(aa).float().view(B, 1, 1, 1) * clean.clamp_min(0)
+               + torch.from_numpy(bb).float().view(B, 1, 1, 1)).sqrt()
+        noisy = torch.where(on.view(B, 1, 1, 1), clean + std * n.to(clean), noisy)
     maps = torch.cat([noise_std_map(noisy[i : i + 1], (aa[i], bb[i])) for i in range(B)])
-    return Degraded(noisy, maps, clean)
+    return Degraded(noisy, maps, clean, correlation=corr)
 
 
 def gaussian_psf(sigma_y: float, sigma_x: float | None = None, rho: float = 0.0) -> torch.Tensor:

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..models.io import save_model
+from ..models.io import load_model, save_model
 from ..models.pkn_model import PKNModel
 from . import degrade
 from .card import write_card
@@ -49,6 +49,9 @@ class TrainConfig:
     noise_power: float = 0.0  # > 0: divide each sample's loss by noise std ** noise_power instead
     guided: bool = False  # denoising: the network also sees the mean of the noisy channels
     p_gray: float = 0.25  # guided: fraction of samples treated as gray (guide = the channel)
+    correlated: float = 0.0  # denoising: fraction of samples with spatially correlated noise;
+    # > 0: the network also takes the noise correlation as input
+    init: str = ""  # start from this model (shipped name or .safetensors file) instead of scratch
     options: dict = field(default_factory=dict)
     seed: int = 0
     val_every: int = 500
@@ -70,7 +73,9 @@ def _one_channel(d: degrade.Degraded, rng: np.random.Generator, p_gray: float):
     guide = d.x.mean(1, keepdim=True)
     gray = torch.from_numpy(rng.uniform(size=B) < p_gray).view(B, 1, 1, 1)
     colour = torch.where(gray, x.expand_as(d.x), d.x)  # (B, C, s, s)
-    return degrade.Degraded(x, ns, t, d.options, torch.where(gray, x, guide), colour)
+    return degrade.Degraded(
+        x, ns, t, d.options, torch.where(gray, x, guide), colour, d.correlation
+    )
 
 
 def _noisy(cfg: TrainConfig, clean: torch.Tensor, rng: np.random.Generator):
@@ -78,9 +83,9 @@ def _noisy(cfg: TrainConfig, clean: torch.Tensor, rng: np.random.Generator):
     if kind == "mixed":
         kind = "awgn" if rng.uniform() < 0.5 else "poisson-gaussian"
     if kind == "awgn":
-        return degrade.add_awgn(clean, rng, cfg.sigma)
+        return degrade.add_awgn(clean, rng, cfg.sigma, p_corr=cfg.correlated)
     if kind == "poisson-gaussian":
-        return degrade.add_poisson_gaussian(clean, rng, cfg.pg_a, cfg.pg_b)
+        return degrade.add_poisson_gaussian(clean, rng, cfg.pg_a, cfg.pg_b, p_corr=cfg.correlated)
     raise ValueError(f"unknown noise model {cfg.noise!r} (awgn, poisson-gaussian, mixed).")
 
 
@@ -103,7 +108,7 @@ def degrade_batch(cfg: TrainConfig, clean: torch.Tensor, rng: np.random.Generato
 
 def restore_batch(model: PKNModel, d: degrade.Degraded):
     """Run ``model`` on a degraded batch (per-sample blur/size options handled)."""
-    maps = model.predict_maps(d.x, d.noise_std, d.guide)
+    maps = model.predict_maps(d.x, d.noise_std, d.guide, d.correlation)
     if not d.options:
         kw = {"guide": d.colour} if model.joint and d.colour is not None else {}
         return model.filter(d.x, maps, **kw), maps
@@ -137,7 +142,10 @@ def _validation_set(cfg, bank, task):
         guide = d.x.mean(1, keepdim=True).repeat_interleave(C, 0)
         flat = d.x.reshape(B * C, 1, H, W)
         colour = d.x.repeat_interleave(C, 0)  # (B*C, C, H, W)
-        batches.append(degrade.Degraded(flat, ns, c.reshape(B * C, 1, H, W), [], guide, colour))
+        corr = None if d.correlation is None else d.correlation.repeat_interleave(C, 0)
+        batches.append(
+            degrade.Degraded(flat, ns, c.reshape(B * C, 1, H, W), [], guide, colour, corr)
+        )
     return batches
 
 
@@ -180,7 +188,7 @@ def _train(cfg: TrainConfig, progress: bool) -> dict:
     torch.use_deterministic_algorithms(True, warn_only=True)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    model = PKNModel(cfg.kernel, cfg.widths, cfg.options, guided=cfg.guided)
+    model, init = _initial_model(cfg)
     task = model.spec.task
     folder = training_dir(cfg.data)
     bank = ImageBank(load_folder(folder))
@@ -263,12 +271,36 @@ def _train(cfg: TrainConfig, progress: bool) -> dict:
         "seconds": time.time() - t0,
         "data": data,
         **({"levin_file": levin_file} if levin_file else {}),
+        **({"init": init} if init else {}),
     }
     model_file = out / f"{cfg.kernel}.safetensors"
     save_model(model, model_file, {"training": summary})
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     write_card(model_file)
     return summary
+
+
+def _initial_model(cfg: TrainConfig) -> tuple[PKNModel, dict]:
+    """A fresh model for ``cfg``, or the ``cfg.init`` model (its architecture and options
+    kept, options given in ``cfg.options`` override its own; widened to take the noise
+    correlation when ``cfg.correlated > 0``). Also returns what the run started from
+    (``{"model", "sha256"}``; empty for a fresh model), for the summary and the card."""
+    if not cfg.init:
+        fresh = PKNModel(
+            cfg.kernel, cfg.widths, cfg.options, guided=cfg.guided, correlated=cfg.correlated > 0
+        )
+        return fresh, {}
+    model, meta = load_model(cfg.init)
+    if model.kernel != cfg.kernel:
+        raise ValueError(
+            f"init={cfg.init!r} is a {model.kernel!r} model; this run trains {cfg.kernel!r}."
+        )
+    if cfg.correlated > 0 and not model.correlated:
+        model = model.with_correlation()
+    if cfg.options:  # e.g. a wider search window than the model was trained with
+        model.options = {**model.options, **cfg.options}
+    cfg.widths, cfg.options, cfg.guided = tuple(model.net.widths), dict(model.options), model.guided
+    return model.requires_grad_(True).train(), {"model": cfg.init, "sha256": meta["sha256"]}
 
 
 def _data_record(cfg: TrainConfig, folder: Path, bank: ImageBank) -> dict:

@@ -35,6 +35,10 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "adapt": ("benchmarks.adapt:main", "pkn.adapt: blind-spot on W2S, n2n vs clean target, time"),
     "noise": ("benchmarks.noise:main", "noise calibration vs the truth: synthetic and real pairs"),
     "contention": ("benchmarks.contention:main", "pkn.restore solo vs 2 processes at once"),
+    "memory": (
+        "benchmarks.memory:main",
+        "peak RSS of pkn.restore on 4k/8k images in memory and as dask/zarr; dask vs numpy",
+    ),
 }
 
 

@@ -11,7 +11,17 @@ import torch
 
 from .noise import calibrate, estimate_awgn, noise_std_map
 
-__all__ = ["Prepared", "Stack", "check_strength", "estimate_noise", "prepare", "stack_noise"]
+__all__ = [
+    "MAX_VALUE",
+    "Prepared",
+    "Stack",
+    "as_image",
+    "check_noise",
+    "check_strength",
+    "estimate_noise",
+    "prepare",
+    "stack_noise",
+]
 
 _DTYPES = (np.uint8, np.uint16, np.float32, np.float64)
 
@@ -82,8 +92,70 @@ def prepare(image, channel_axis: int | None = None, *, device=None) -> Prepared:
     return Prepared(x, lo, scale, channel_axis, np.asarray(image).ndim, out_dtype)
 
 
-def _noise(p: Prepared, noise):
-    """Per-channel noise std maps in normalised units, and a description."""
+def _is_real(v) -> bool:
+    """A real number (numpy scalars included), not a bool."""
+    return isinstance(v, int | float | np.integer | np.floating) and not isinstance(
+        v, bool | np.bool_
+    )
+
+
+_NOISE_ACCEPTED = (
+    "None or 'auto' (estimated), a sigma >= 0 (a finite number, input units), or a "
+    "Poisson-Gaussian pair (a, b) of finite numbers with a >= 0 (variance a * x + b)"
+)
+
+
+def check_noise(noise, lo: float | None = None, hi: float | None = None):
+    """``noise`` validated: ``None`` (estimate), a float sigma or a float pair ``(a, b)``.
+
+    A pair may be a tuple, list or 1-D numpy array; numbers may be numpy scalars. With the
+    image's range ``[lo, hi]`` a pair whose variance ``a * x + b`` is <= 0 over all of it
+    is refused. Errors name the value given and what is accepted.
+    """
+    if noise is None or (isinstance(noise, str) and noise == "auto"):
+        return None
+    if isinstance(noise, str):
+        raise ValueError(f"noise {noise!r} not understood; use {_NOISE_ACCEPTED}.")
+    if isinstance(noise, tuple | list | np.ndarray) and np.ndim(noise) >= 1:
+        if np.ndim(noise) != 1 or len(noise) != 2:
+            raise ValueError(
+                f"noise={noise!r}: a Poisson-Gaussian pair is (a, b), two numbers; accepted: "
+                f"{_NOISE_ACCEPTED}."
+            )
+        if not all(_is_real(v) for v in noise):
+            raise TypeError(
+                f"noise={noise!r}: (a, b) must be two numbers; accepted: {_NOISE_ACCEPTED}."
+            )
+        a, b = float(noise[0]), float(noise[1])
+        if not (np.isfinite(a) and np.isfinite(b)) or a < 0:
+            raise ValueError(
+                f"noise={noise!r}: Poisson-Gaussian (a, b) needs finite a >= 0 and finite b; "
+                f"accepted: {_NOISE_ACCEPTED}."
+            )
+        if lo is not None and max(a * lo + b, a * hi + b) <= 0:
+            raise ValueError(
+                f"noise={noise!r}: the variance a * x + b is <= 0 over the image's whole "
+                f"range [{lo:.6g}, {hi:.6g}]; it must be positive somewhere."
+            )
+        return (a, b)
+    if isinstance(noise, np.ndarray) and noise.ndim == 0:
+        noise = noise[()]
+    if not _is_real(noise):
+        raise TypeError(
+            f"noise={noise!r} ({type(noise).__name__}) is not understood; accepted: "
+            f"{_NOISE_ACCEPTED}."
+        )
+    s = float(noise)
+    if not np.isfinite(s) or s < 0:
+        raise ValueError(f"noise sigma must be a finite number >= 0, got {noise!r}.")
+    return s
+
+
+def _noise_model(p: Prepared, noise):
+    """``(std_fn, desc)``: ``std_fn(x)`` is the per-channel noise std for ``x``
+    ``(C, 1, h, w)`` (the plane or any window of it, normalised like ``p``), in normalised
+    units; ``desc`` describes the model in input units. Estimated models are fitted on
+    ``p`` (a whole plane)."""
     x = p.x
     if noise is None or (isinstance(noise, str) and noise == "auto"):
         if min(x.shape[-2:]) < 8:  # too small for calibrate: the finest Haar details
@@ -93,18 +165,29 @@ def _noise(p: Prepared, noise):
                 "sigma": [v * p.scale for v in s],
                 "estimated": "Haar MAD per channel (image under 8x8 pixels)",
             }
-            return torch.tensor(s, dtype=x.dtype).view(-1, 1, 1, 1).clamp_min(1e-6), desc
+            t = torch.tensor(s, dtype=x.dtype).view(-1, 1, 1, 1).clamp_min(1e-6)
+            return (lambda xw: t.to(xw)), desc
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # a noiseless channel: its std is floored below
-            models = [calibrate(x[c, 0].cpu().numpy()) for c in range(x.shape[0])]
+            # x[c]: (1, H, W), or (k, h, w) crops of a big plane (Stack.calibration_sample)
+            models = [calibrate(x[c].cpu().numpy()) for c in range(x.shape[0])]
         if all(m.kind == "awgn" for m in models):
-            std = torch.tensor([m.std_at_mean for m in models], dtype=x.dtype, device=x.device)
-            std = std.view(-1, 1, 1, 1).clamp_min(1e-6)
+            t = torch.tensor([m.std_at_mean for m in models], dtype=x.dtype, device=x.device)
+            t = t.view(-1, 1, 1, 1).clamp_min(1e-6)
+
+            def std_fn(xw):
+                return t.to(xw)
         else:
-            H, W = x.shape[-2:]
-            std = torch.cat(
-                [noise_std_map(x[c : c + 1], m).expand(1, 1, H, W) for c, m in enumerate(models)]
-            )
+
+            def std_fn(xw):
+                H, W = xw.shape[-2:]
+                return torch.cat(
+                    [
+                        noise_std_map(xw[c : c + 1], m).expand(1, 1, H, W)
+                        for c, m in enumerate(models)
+                    ]
+                )
+
         inp = [m.normalised(-p.offset / p.scale, 1.0 / p.scale) for m in models]  # input units
         desc = {
             "model": "awgn" if all(m.kind == "awgn" for m in inp) else "poisson-gaussian",
@@ -116,26 +199,22 @@ def _noise(p: Prepared, noise):
         if desc["model"] == "poisson-gaussian":
             desc["a"] = [m.a for m in inp]
             desc["b"] = [m.b for m in inp]
-        return std, desc
-    if isinstance(noise, tuple | list):
-        if len(noise) != 2:
-            raise ValueError(f"Poisson-Gaussian noise is a pair (a, b), got {noise!r}.")
-        a, b = float(noise[0]) / p.scale, float(noise[1]) / p.scale**2
+        return std_fn, desc
+    given = check_noise(noise)
+    if isinstance(given, tuple):
+        a0, b0 = given
+        a, b = a0 / p.scale, b0 / p.scale**2
         off = p.offset / p.scale  # variance a*x + b in input units -> normalised units
-        desc = {
-            "model": "poisson-gaussian",
-            "a": float(noise[0]),
-            "b": float(noise[1]),
-            "estimated": False,
-        }
-        return noise_std_map(x, (a, b + a * off)), desc
-    if isinstance(noise, str):
-        raise ValueError(f"noise {noise!r} not understood; use None/'auto', a sigma or (a, b).")
-    s = float(noise)
-    if not np.isfinite(s) or s < 0:
-        raise ValueError(f"noise sigma must be a finite number >= 0, got {noise!r}.")
-    desc = {"model": "awgn", "sigma": s, "estimated": False}
-    return noise_std_map(x, s / p.scale), desc
+        desc = {"model": "poisson-gaussian", "a": a0, "b": b0, "estimated": False}
+        return (lambda xw: noise_std_map(xw, (a, b + a * off))), desc
+    desc = {"model": "awgn", "sigma": given, "estimated": False}
+    return (lambda xw: noise_std_map(xw, given / p.scale)), desc
+
+
+def _noise(p: Prepared, noise):
+    """Per-channel noise std maps of ``p`` in normalised units, and a description."""
+    std_fn, desc = _noise_model(p, noise)
+    return std_fn(p.x), desc
 
 
 def estimate_noise(image, channel_axis: int | None = None, per_plane: bool = False) -> dict:
@@ -170,23 +249,70 @@ def _check_channel_axis(channel_axis, ndim: int) -> int | None:
     return int(channel_axis) % ndim
 
 
+#: Largest magnitude of an image value: pkn works in float32 (maps, noise variances).
+MAX_VALUE = 1e30
+#: The noise of planes (or stacks) over this many pixels per channel is calibrated on
+#: crops spread over them totalling at most this many (a few hundred thousand pixels give
+#: a good estimate, see :func:`pkn.noise.calibrate`): bounded time and memory.
+CAL_PIXELS = 1 << 22
+_CAL_SIDE = 512
+
+
+def _cal_crops(n: int, H: int, W: int) -> list[tuple[int, int, int]]:
+    """``(plane, y0, x0)`` of the ``_CAL_SIDE``-square crops, spread evenly over ``n``
+    planes of ``H x W``, that :meth:`Stack.calibration_sample` takes."""
+    s = min(_CAL_SIDE, H, W)
+    k = max(1, CAL_PIXELS // (s * s))
+    per = max(1, -(-k // n))  # crops per plane (planes spread evenly when k < n)
+    planes = np.unique(np.linspace(0, n - 1, min(n, k)).round().astype(int))
+    g = max(1, int(np.ceil(np.sqrt(per))))
+    ys = np.linspace(0, H - s, g).round().astype(int)
+    xs = np.linspace(0, W - s, g).round().astype(int)
+    out = [(int(i), int(y), int(x)) for i in planes for y in ys for x in xs]
+    return out[: max(k, len(planes))]
+
+
+def as_image(image) -> np.ndarray:
+    """``image`` as a numpy array of a supported dtype (a view where possible), or a
+    TypeError/ValueError naming what was given and what is accepted.
+
+    Masked arrays are refused if any pixel is masked (the mask would be lost); arrays in a
+    non-native byte order (e.g. big-endian ``'>u2'``) are converted to native order.
+    """
+    if isinstance(image, np.ma.MaskedArray):
+        n = int(np.ma.getmaskarray(image).sum())
+        if n:
+            raise ValueError(
+                f"image is a masked array with {n} masked pixel(s); pkn.restore does not "
+                "honour masks. Fill them first (image.filled(value)) or pass image.data "
+                "to restore every pixel."
+            )
+        image = np.ma.getdata(image)
+    a = np.asarray(image)
+    native = a.dtype.newbyteorder("=") if a.dtype.byteorder not in ("=", "|") else a.dtype
+    if native not in _DTYPES:
+        raise TypeError(
+            f"image dtype {a.dtype} is not supported; use uint8, uint16, float32 or float64."
+        )
+    if native != a.dtype:
+        a = a.astype(native)  # a native copy: torch and the filters need it
+    return a
+
+
 class Stack:
     """A validated ``(..., [C,] H, W)`` image as planes, without a working copy.
 
     ``a`` is a view of the input with the channel axis (if any) moved just before
     ``(H, W)``: ``lead + (C, H, W)``. :meth:`plane` returns one plane normalised to the
-    network's working range as a :class:`Prepared` (``x`` ``(C, 1, H, W)``).
-    ``offset``/``scale`` hold one value per plane (all equal unless ``per_plane``).
+    network's working range as a :class:`Prepared` (``x`` ``(C, 1, H, W)``), :meth:`window`
+    a window of one. ``offset``/``scale`` hold one value per plane (all equal unless
+    ``per_plane``).
     """
 
     def __init__(self, image, channel_axis=None, per_plane: bool = False):
         if not isinstance(per_plane, bool | np.bool_):
             raise ValueError(f"per_plane must be True or False, got {per_plane!r}.")
-        a = np.asarray(image)
-        if a.dtype not in _DTYPES:
-            raise TypeError(
-                f"image dtype {a.dtype} is not supported; use uint8, uint16, float32 or float64."
-            )
+        a = as_image(image)
         if a.ndim < 2:
             raise ValueError(f"image has shape {a.shape}; need (..., y, x) with at least 2-D.")
         ca = _check_channel_axis(channel_axis, a.ndim)
@@ -201,15 +327,29 @@ class Stack:
         self.a = a
         self.lead = tuple(a.shape[:-3])
         self.n = int(np.prod(self.lead, dtype=np.int64))
-        if self.n == 0:
+        if a.size == 0:
             raise ValueError(f"image is empty (shape {self.shape}).")
         if min(a.shape[-2:]) < 2:
             raise ValueError(f"image is {a.shape[-2]}x{a.shape[-1]} pixels; need at least 2x2.")
         self.per_plane = bool(per_plane)
         self.out_dtype = np.float64 if a.dtype == np.float64 else np.float32
-        for i in range(self.n):
-            if a.dtype.kind == "f" and not np.isfinite(self.raw(i)).all():
-                raise ValueError("image contains NaN or Inf values; replace them first.")
+        if a.dtype.kind == "f":
+            for i in range(self.n):
+                r = self.raw(i)
+                lo, hi = float(r.min()), float(r.max())  # NaN propagates; no temporaries
+                if not (np.isfinite(lo) and np.isfinite(hi)):
+                    bad = int(np.count_nonzero(~np.isfinite(r)))
+                    where = f" (plane {self.index(i)})" if self.lead else ""
+                    raise ValueError(
+                        f"image contains NaN or Inf values ({bad} pixel(s){where}); replace "
+                        "them first (e.g. np.nan_to_num)."
+                    )
+                if max(abs(lo), abs(hi)) > MAX_VALUE:
+                    raise ValueError(
+                        f"image values must lie within +-{MAX_VALUE:.0e} (pkn works in "
+                        f"float32), got values in [{lo:.6g}, {hi:.6g}]. Rescale the image "
+                        "(e.g. divide by its maximum) and scale the result back."
+                    )
         if per_plane or self.n == 1:
             rng = [self._range(self.raw(i)[None]) for i in range(self.n)]
         else:
@@ -258,29 +398,73 @@ class Stack:
         ca = None if self.channel_axis is None else 0
         return Prepared(x, lo, s, ca, 2 if ca is None else 3, self.out_dtype)
 
+    def big(self, pooled: bool) -> bool:
+        """Whether a plane (``pooled``: the whole stack) has more than :data:`CAL_PIXELS`
+        pixels per channel, so that its noise is calibrated on crops."""
+        H, W = self.a.shape[-2:]
+        return (self.n if pooled else 1) * H * W > CAL_PIXELS
+
+    def calibration_sample(self, i: int | None = None) -> np.ndarray:
+        """Crops ``(k, C, s, s)`` (input units) for the noise calibration of plane ``i``,
+        or of the whole stack (``i=None``): :func:`_cal_crops`."""
+        H, W = self.a.shape[-2:]
+        crops = _cal_crops(1 if i is not None else self.n, H, W)
+        s = min(_CAL_SIDE, H, W)
+        return np.stack(
+            [self.raw(j if i is None else i)[:, y : y + s, x : x + s] for j, y, x in crops]
+        )
+
+    def calibration_plane(self, i: int, device=None) -> Prepared:
+        """Plane ``i`` normalised as :meth:`plane` for the noise estimate: the plane itself,
+        or for a big one (:meth:`big`) its crops as ``x`` ``(C, k, s, s)``."""
+        if not self.big(False):
+            return self.plane(i, device)
+        wd = np.float64 if self.out_dtype is np.float64 else np.float32
+        lo, s = self.offset[i], self.scale[i]
+        a = self.calibration_sample(i).astype(wd)  # (k, C, s, s)
+        x = torch.from_numpy(((a - lo) / s).transpose(1, 0, 2, 3).copy())
+        ca = None if self.channel_axis is None else 0
+        return Prepared(x, lo, s, ca, 2 if ca is None else 3, self.out_dtype)
+
+    def window(self, i: int, box: tuple[int, int, int, int], device=None) -> Prepared:
+        """Window ``box = (y0, y1, x0, x1)`` of plane ``i``, normalised like the plane."""
+        wd = np.float64 if self.out_dtype is np.float64 else np.float32
+        lo, s = self.offset[i], self.scale[i]
+        y0, y1, x0, x1 = box
+        x = torch.from_numpy(((self.raw(i)[:, y0:y1, x0:x1].astype(wd) - lo) / s)[:, None])
+        if device is not None:
+            x = x.to(device)
+        ca = None if self.channel_axis is None else 0
+        return Prepared(x, lo, s, ca, 2 if ca is None else 3, self.out_dtype)
+
 
 def stack_noise(st: Stack, noise, planes: list | None = None):
     """The noise of a stack: ``(std_of, desc)`` with ``std_of(i, p)`` the per-channel
-    noise std of plane ``i`` (its :class:`Prepared` ``p``) in normalised units.
+    noise std of plane ``i`` in normalised units, for ``p`` a :class:`Prepared` of that
+    plane or of any window of it (:meth:`Stack.window`).
 
     One plane: exactly :func:`_noise`. ``per_plane``: :func:`_noise` on every plane.
     Otherwise an estimated model pools all planes (per channel) and a given noise is
     the same for every plane.
     """
     estimated = noise is None or (isinstance(noise, str) and noise == "auto")
+    if not estimated:
+        lo = min(st.offset)
+        hi = max(o + s for o, s in zip(st.offset, st.scale, strict=True))
+        check_noise(noise, lo, hi)
     if st.n == 1:
-        std, desc = _noise(planes[0] if planes else st.plane(0), noise)
-        return (lambda i, p: std), desc
+        std_fn, desc = _noise_model(planes[0] if planes else st.calibration_plane(0), noise)
+        return (lambda i, p: std_fn(p.x)), desc
     if st.per_plane:
-        res = [_noise(st.plane(i), noise) for i in range(st.n)]
+        res = [_noise_model(st.calibration_plane(i), noise) for i in range(st.n)]
         desc = (
             {"scope": "plane", "planes": [d for _, d in res]}
             if estimated
             else dict(res[0][1], scope="plane")
         )
-        return (lambda i, p: res[i][0].to(p.x.device)), desc
+        return (lambda i, p: res[i][0](p.x).to(p.x.device)), desc
     if not estimated:
-        desc = dict(_noise(st.plane(0), noise)[1], scope="stack")
+        desc = dict(_noise_model(st.window(0, (0, 2, 0, 2)), noise)[1], scope="stack")
         return (lambda i, p: _noise(p, noise)[0]), desc
     C, (H, W) = st.a.shape[-3], st.a.shape[-2:]
     lo, s = st.offset[0], st.scale[0]
@@ -296,7 +480,17 @@ def stack_noise(st: Stack, noise, planes: list | None = None):
         return (lambda i, p: t.to(p.x)), desc
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        inp = [calibrate(st.a[..., c, :, :]) for c in range(C)]  # input units, pooled
+        if st.big(True):  # crops spread over the planes
+            sample = st.calibration_sample()
+            inp = [calibrate(sample[:, c]) for c in range(C)]
+        else:
+            inp = [calibrate(st.a[..., c, :, :]) for c in range(C)]  # input units, pooled
+    return _pooled(inp, lo, s)
+
+
+def _pooled(inp: list, lo: float, s: float):
+    """``(std_of, desc)`` for per-channel noise models ``inp`` (input units) shared by
+    every plane normalised by ``(x - lo) / s``."""
     models = [m.normalised(lo, s) for m in inp]
     awgn = all(m.kind == "awgn" for m in models)
     const = torch.tensor([m.std_at_mean for m in models]).view(-1, 1, 1, 1).clamp_min(1e-6)
@@ -304,6 +498,7 @@ def stack_noise(st: Stack, noise, planes: list | None = None):
     def std_of(i, p):
         if awgn:
             return const.to(p.x)
+        H, W = p.x.shape[-2:]
         return torch.cat(
             [noise_std_map(p.x[c : c + 1], m).expand(1, 1, H, W) for c, m in enumerate(models)]
         )

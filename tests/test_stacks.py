@@ -128,3 +128,20 @@ def test_bad_channel_axis_names_value_and_range(shape, axis, match):
 def test_per_plane_must_be_bool():
     with pytest.raises(ValueError, match="per_plane"):
         pkn.restore(np.zeros((2, 16, 16), np.float32), per_plane="yes")
+
+
+def test_big_planes_and_stacks_calibrate_the_noise_on_bounded_crops(monkeypatch):
+    import pkn._input as I
+
+    monkeypatch.setattr(I, "CAL_PIXELS", 64 * 64 * 4)  # 4 crops of 64 x 64 at most
+    monkeypatch.setattr(I, "_CAL_SIDE", 64)
+    rng = np.random.default_rng(0)
+    z = (0.5 + 0.05 * rng.standard_normal((3, 200, 180))).astype(np.float32)
+    st = I.Stack(z)
+    assert st.big(True) and st.big(False)
+    assert st.calibration_sample().shape == (4, 1, 64, 64)  # spread over the planes
+    assert st.calibration_sample(1).shape == (4, 1, 64, 64)  # crops of plane 1
+    for r in (pkn.restore(z), pkn.restore(z[0]), pkn.restore(z, per_plane=True)):
+        noise = r.info["noise"]
+        sig = noise["planes"][0]["sigma"] if "planes" in noise else noise["sigma"]
+        assert sig[0] == pytest.approx(0.05, rel=0.1)

@@ -1,13 +1,17 @@
-"""``python -m pkn restore``: restore many images (TIFF, PNG) in one go.
+"""``python -m pkn restore``: restore many images (TIFF, PNG, OME-Zarr) in one go.
 
 Inputs are files, folders (their TIFF/PNG files and ``*.zarr`` stores, not recursive)
-and glob patterns. Each input gives ``OUT/<stem>_pkn.tif`` (float32, with the input's
-TIFF resolution and ImageJ/OME axes metadata where tifffile reads them) and
-``OUT/<stem>_pkn.json`` (``pkn.restore``'s provenance plus the input's path, size and
-SHA-256); ``--maps`` also writes ``OUT/<stem>_pkn_<map>.tif``. A file that fails is
-reported on stderr and the others go on; existing outputs are skipped unless
-``--overwrite``. Exit status: 0 when every input was restored or skipped, 1 when any
-failed, 2 for bad arguments.
+and glob patterns. Each input gives the restored image, float32, with the input's axes,
+pixel sizes, units and translate (``--format auto``: OME-Zarr for OME-Zarr input, else
+OME-TIFF; ``OUT/<stem>_pkn.ome.zarr`` or ``OUT/<stem>_pkn.ome.tif``), the provenance
+(model, SHA-256, kernel, noise model, strength, version, input) in its metadata, and
+``OUT/<stem>_pkn.json`` (the same provenance plus the input's path, size and SHA-256);
+``--maps`` also writes ``OUT/<stem>_pkn_<map>.ome.(zarr|tif)`` with the geometry that
+overlays them on the image. OME-Zarr input is read and written lazily, plane by plane
+(a stack never sits whole in memory); ``--scheduler ADDRESS`` computes on a running
+dask.distributed cluster. A file that fails is reported on stderr and the others go on;
+existing outputs are skipped unless ``--overwrite``. Exit status: 0 when every input was
+restored or skipped, 1 when any failed, 2 for bad arguments (nothing is processed).
 """
 
 from __future__ import annotations
@@ -16,13 +20,12 @@ import argparse
 import glob
 import hashlib
 import json
-import os
 import sys
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["main", "read_image"]
+__all__ = ["main"]
 
 SUFFIXES = (".tif", ".tiff", ".png")
 
@@ -40,19 +43,21 @@ def _noise(v: str):
     v = v.strip()
     if v.lower() == "auto":
         return None
+    msg = (
+        "--noise must be 'auto', a sigma >= 0 (e.g. 0.05) or 'a,b' (Poisson-Gaussian "
+        f"variance a * x + b, a, b >= 0), got {v!r}"
+    )
     try:
         if "," in v:
             a, b = (float(t) for t in v.split(","))
-            if not (np.isfinite(a) and np.isfinite(b)):
+            if not (np.isfinite(a) and np.isfinite(b) and a >= 0 and b >= 0 and a + b > 0):
                 raise ValueError
             return (a, b)
         s = float(v)
     except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"--noise must be 'auto', a sigma (e.g. 0.05) or 'a,b' (Poisson-Gaussian), got {v!r}"
-        ) from None
+        raise argparse.ArgumentTypeError(msg) from None
     if not (np.isfinite(s) and s >= 0):
-        raise argparse.ArgumentTypeError(f"--noise sigma must be a finite number >= 0, got {v!r}")
+        raise argparse.ArgumentTypeError(msg)
     return s
 
 
@@ -68,6 +73,26 @@ def _strength(v: str):
     return s
 
 
+def _positive(name: str):
+    def check(v: str) -> float:
+        try:
+            s = float(v)
+        except ValueError:
+            s = float("nan")
+        if not (np.isfinite(s) and s > 0):
+            raise argparse.ArgumentTypeError(f"{name} must be a number > 0, got {v!r}")
+        return s
+
+    return check
+
+
+def _axis(v: str) -> int:
+    try:
+        return int(v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--channel-axis must be an integer, got {v!r}") from None
+
+
 def _parser() -> _Parser:
     from .models.procedural import network_kernels, tasks
 
@@ -79,15 +104,28 @@ def _parser() -> _Parser:
     p.add_argument("--model", help="a shipped model name or a .safetensors file")
     p.add_argument("--noise", type=_noise, default=None, help="auto (default), sigma, or a,b")
     p.add_argument("--strength", type=_strength, default=1.0, help="a number >= 0 or auto")
-    p.add_argument("--blur", type=float, help="deblurring: the Gaussian blur sigma (pixels)")
-    p.add_argument("--scale", type=float, help="upsampling: the factor")
+    p.add_argument("--blur", type=_positive("--blur"), help="deblurring: the Gaussian sigma (px)")
+    p.add_argument("--scale", type=_positive("--scale"), help="upsampling: the factor")
     p.add_argument(
         "--channel-axis",
-        type=int,
-        help="axis of the channels (default: the TIFF's C/S axis, RGB PNGs -1, else none)",
+        type=_axis,
+        help="axis of the channels (default: the input's c/C/S axis, RGB PNGs -1, else none)",
     )
     p.add_argument("--per-plane", action="store_true", help="noise/normalisation per plane")
     p.add_argument("--maps", action="store_true", help="also write the parameter maps")
+    p.add_argument(
+        "--format",
+        choices=("auto", "tif", "zarr"),
+        default="auto",
+        help="output format: OME-TIFF, OME-Zarr, or auto (default: OME-Zarr for OME-Zarr "
+        "input, else OME-TIFF)",
+    )
+    p.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="compute on a running dask.distributed scheduler (e.g. tcp://host:8786); "
+        "needs the 'cluster' extra and a folder the workers can read and write",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
@@ -104,7 +142,7 @@ def expand(inputs: list[str]) -> tuple[list[Path], list[tuple[str, str]]]:
             files += [Path(h) for h in hits if _usable(Path(h))]
             continue
         q = Path(s)
-        if q.is_dir() and q.suffix.lower() != ".zarr":
+        if q.is_dir() and not _is_zarr(q):
             hits = sorted(c for c in q.iterdir() if _usable(c))
             if not hits:
                 bad.append((s, "the folder holds no TIFF, PNG or .zarr input"))
@@ -122,6 +160,10 @@ def expand(inputs: list[str]) -> tuple[list[Path], list[tuple[str, str]]]:
     return out, bad
 
 
+def _is_zarr(q: Path) -> bool:
+    return q.suffix.lower() == ".zarr" or (q / "zarr.json").exists() or (q / ".zgroup").exists()
+
+
 def _usable(q: Path) -> bool:
     if q.suffix.lower() == ".zarr":
         return q.is_dir()
@@ -136,70 +178,17 @@ def stem(q: Path) -> str:
     return q.stem
 
 
-def read_image(q: Path) -> tuple[np.ndarray, dict]:
-    """``(array, meta)``: meta has ``axes`` (tifffile's letters, if known), the default
-    ``channel_axis`` and what to write back (``tiff``: tifffile keyword arguments)."""
-    low = q.name.lower()
-    if low.endswith(".zarr"):
-        return _read_zarr(q)
-    if low.endswith(".png"):
-        from skimage import io
-
-        a = np.asarray(io.imread(q))
-        ca = -1 if a.ndim == 3 and a.shape[-1] in (3, 4) else None
-        return a, {"axes": "YXS" if ca is not None else "YX", "channel_axis": ca, "tiff": {}}
-    import tifffile
-
-    with tifffile.TiffFile(q) as tif:
-        series = tif.series[0]
-        a = series.asarray()
-        axes = series.axes
-        ca = next((axes.index(c) for c in "CS" if c in axes), None)
-        tiff: dict = {}
-        page = tif.pages[0]
-        tags = page.tags
-        if "XResolution" in tags and "YResolution" in tags:
-            tiff["resolution"] = (tags["XResolution"].value, tags["YResolution"].value)
-            if "ResolutionUnit" in tags:
-                tiff["resolutionunit"] = tags["ResolutionUnit"].value
-        if tif.is_imagej and set(axes) <= set("TZCYX"):
-            md = {"axes": axes}
-            for k in ("spacing", "unit", "finterval"):
-                if k in (tif.imagej_metadata or {}):
-                    md[k] = tif.imagej_metadata[k]
-            tiff.update(imagej=True, metadata=md)
-        elif tif.is_ome:
-            md = {"axes": axes}
-            try:
-                px = tifffile.xml2dict(tif.ome_metadata)["OME"]["Image"]
-                px = (px[0] if isinstance(px, list) else px)["Pixels"]
-                for k, v in px.items():
-                    if k.startswith("PhysicalSize") or k in ("TimeIncrement", "TimeIncrementUnit"):
-                        md[k] = v
-            except Exception:  # metadata is best effort
-                pass
-            tiff.update(ome=True, metadata=md)
-        else:
-            tiff["metadata"] = {"axes": axes}
-    return a, {"axes": axes, "channel_axis": ca, "tiff": tiff}
-
-
-def _read_zarr(q: Path) -> tuple[np.ndarray, dict]:
-    """OME-Zarr input is recognised but not read yet (issue #12 leaves it open): a clear
-    per-file error instead of a guess."""
-    raise RuntimeError(
-        f"OME-Zarr input ({q.name}) is not supported yet; convert it to TIFF (e.g. with "
-        "ome-zarr or napari) and pass the TIFF"
-    )
-
-
-def _sha256(q: Path) -> str | None:
-    if not q.is_file():
-        return None
+def _sha256(q: Path) -> str:
+    """SHA-256 of a file; of a folder (a zarr store): of its files' relative paths and
+    contents, in sorted order."""
     h = hashlib.sha256()
-    with open(q, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
+    files = [q] if q.is_file() else sorted(f for f in q.rglob("*") if f.is_file())
+    for f in files:
+        if f is not q:
+            h.update(f.relative_to(q).as_posix().encode() + b"\0")
+        with open(f, "rb") as fh:
+            for block in iter(lambda fh=fh: fh.read(1 << 20), b""):
+                h.update(block)
     return h.hexdigest()
 
 
@@ -209,58 +198,142 @@ def _size(q: Path) -> int:
     return sum(f.stat().st_size for f in q.rglob("*") if f.is_file())
 
 
-def _one(q: Path, outs: dict, a, kw: dict) -> None:
-    import tifffile
+def _outputs(out_dir: Path, q: Path, fmt: str) -> dict:
+    st = stem(q)
+    zarr_out = fmt == "zarr" or (fmt == "auto" and _is_zarr(q))
+    ext = ".ome.zarr" if zarr_out else ".ome.tif"
+    return {
+        "image": out_dir / f"{st}_pkn{ext}",
+        "json": out_dir / f"{st}_pkn.json",
+        "maps": lambda n: out_dir / f"{st}_pkn_{n}{ext}",
+    }
 
+
+def _one(q: Path, outs: dict, a, kw: dict, names: list[str]) -> None:
+    from ._io import Output, map_geometry, read_image, write_images
     from .restoration import restore
 
-    image, meta = read_image(q)
-    ca = a.channel_axis if a.channel_axis is not None else meta["channel_axis"]
-    r = restore(image, a.task, channel_axis=ca, per_plane=a.per_plane, **kw)
-    tiff = dict(meta["tiff"])
-    if a.task == "upsample":  # the pixel size changed: drop resolution metadata
-        tiff.pop("resolution", None)
-    out = r.image.astype(np.float32, copy=False)
-    if tiff.get("imagej") and out.ndim != len(meta["axes"]):
-        tiff.pop("imagej")
-    rgb = ca is not None and ca % image.ndim == image.ndim - 1 and image.shape[-1] == 3
-    photometric = "rgb" if rgb else "minisblack"
-    _write(tifffile, outs["image"], out, dict(tiff, photometric=photometric))
-    if a.maps:
-        for name, m in r.maps.items():
-            tifffile.imwrite(
-                outs["maps"](name),
-                m,
-                photometric=photometric,
-                metadata={"map_scale": r.map_scale},
-            )
+    im = read_image(q, lazy=True if a.scheduler else None)
+    data = im.data
+    if a.scheduler and not _is_dask(data):
+        from ._io import _lazy
+
+        data = _lazy(data)
+    ca = a.channel_axis if a.channel_axis is not None else im.channel_axis
+    r = restore(data, a.task, channel_axis=ca, per_plane=a.per_plane, **kw)
+    g = im.geometry
+    if ca is not None and g.channel_axis != ca % len(g.axes):  # the user's channel axis
+        axes = [n if n != "c" else "q" for n in g.axes]
+        axes[ca % len(axes)] = "c"
+        g = type(g)(tuple(axes), g.scale, g.translate, g.units)
+    out = r.image.astype(np.float32) if r.image.dtype != np.float32 else r.image
+    if out.shape != data.shape:  # upsampling: index i lands on n_in / n_out * (i + 0.5) - 0.5
+        f = {
+            ax: data.shape[k] / out.shape[k]
+            for k, ax in enumerate(g.axes)
+            if out.shape[k] != data.shape[k]
+        }
+        g_out = g.derived(f, {ax: 0.5 * v - 0.5 for ax, v in f.items()})
+    else:
+        g_out = g
     info = dict(r.info)
     info["input"] = {"path": str(q.resolve()), "size": _size(q), "sha256": _sha256(q)}
-    info["input_shape"], info["input_dtype"] = list(image.shape), str(image.dtype)
-    info["axes"], info["channel_axis"] = meta["axes"], ca
+    info["input_shape"], info["input_dtype"] = list(data.shape), str(data.dtype)
+    info["axes"], info["channel_axis"] = "".join(g.axes), ca
+    info["geometry"] = g_out.as_dict()
     info["output"] = str(outs["image"].resolve())
+    version = im.ngff_version if im.ngff_version in ("0.4", "0.5") else "0.4"
+    items = [Output(outs["image"], out, g_out, info, rgb=im.rgb, ngff_version=version)]
+    if a.maps:
+        gm = map_geometry(g, r.map_scale)
+        info["maps"] = {}
+        for name, m in r.maps.items():
+            p = outs["maps"](name)
+            names.append(p.name)
+            mi = {**info, "map": name, "map_scale": r.map_scale, "geometry": gm.as_dict()}
+            items.append(Output(p, m, gm, mi, rgb=im.rgb, ngff_version=version))
+            info["maps"][name] = str(p.resolve())
+    there = [o.path.name for o in items if o.path.exists()]
+    if there and not a.overwrite:  # a map of an earlier run
+        raise FileExistsError(f"{there[0]} exists (--overwrite to replace)")
+    write_images(items, overwrite=a.overwrite)
     outs["json"].write_text(json.dumps(info, indent=2, default=str))
 
 
-def _write(tifffile, path: Path, out: np.ndarray, tiff: dict) -> None:
-    tmp = path.with_name(path.name + ".part")
-    try:
+def _is_dask(x) -> bool:
+    return type(x).__module__.startswith("dask")
+
+
+def _err(msg: str) -> int:
+    print(f"pkn restore: error: {msg}", file=sys.stderr)
+    return 2
+
+
+def _check_channel_axis(files: list[Path], ca: int | None) -> str | None:
+    """The first input ``--channel-axis`` is out of range for, as a message."""
+    if ca is None:
+        return None
+    for q in files:
         try:
-            tifffile.imwrite(tmp, out, **tiff)
-        except Exception:  # metadata that does not fit the output: write without it
-            tifffile.imwrite(tmp, out)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+            n = _ndim(q)
+        except Exception:  # unreadable: reported as a failed file later
+            continue
+        if not -n <= ca < n:
+            return f"--channel-axis {ca} is out of range for {q} ({n}-D: {-n}..{n - 1})"
+    return None
+
+
+def _ndim(q: Path) -> int:
+    """The input's number of dimensions, from its header where it has one."""
+    from ._io import read_image
+
+    if q.suffix.lower() in (".tif", ".tiff"):
+        import tifffile
+
+        with tifffile.TiffFile(q) as tif:
+            return len(tif.series[0].shape)
+    return np.ndim(read_image(q, lazy=True).data)
+
+
+class _Progress:
+    """A tqdm bar over the tasks of each dask computation (local schedulers)."""
+
+    def __init__(self, disable: bool):
+        self.disable = disable
+
+    def __enter__(self):
+        if self.disable:
+            return self
+        from dask.callbacks import Callback
+        from tqdm import tqdm
+
+        bar = {}
+
+        class _CB(Callback):
+            def _start_state(self, dsk, state):
+                n = sum(len(state[k]) for k in ("ready", "waiting", "running"))
+                bar["b"] = tqdm(total=n, file=sys.stderr, unit="task", leave=False, desc="  tasks")
+
+            def _posttask(self, key, result, dsk, state, worker_id):
+                bar["b"].update(1)
+
+            def _finish(self, dsk, state, errored):
+                bar.pop("b").close()
+
+        self._cb = _CB()
+        self._cb.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if not self.disable:
+            self._cb.__exit__(*exc)
 
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        a = _parser().parse_args(argv)
+        a = _parser().parse_intermixed_args(argv)
     except _ArgError as e:
-        print(f"pkn restore: error: {e}", file=sys.stderr)
-        return 2
+        return _err(e)
     from .models.io import load_model
     from .models.procedural import get_spec, tasks
     from .restoration import _model
@@ -268,44 +341,54 @@ def main(argv: list[str] | None = None) -> int:
     kernel = a.kernel or tasks()[a.task]
     spec_task = get_spec(kernel).task
     if spec_task != a.task:
-        print(
-            f"pkn restore: error: --kernel {kernel} does {spec_task}, not {a.task}", file=sys.stderr
-        )
-        return 2
+        return _err(f"--kernel {kernel} does {spec_task}, not {a.task}")
     try:
         _model(a.model, kernel, load_model)  # a bad model name or file: exit 2 up front
     except (ValueError, OSError) as e:
-        print(f"pkn restore: error: {str(e).splitlines()[0]}", file=sys.stderr)
-        return 2
+        return _err(str(e).splitlines()[0])
     if a.task == "deblur" and a.blur is None:
-        print("pkn restore: error: --task deblur needs --blur SIGMA", file=sys.stderr)
-        return 2
+        return _err("--task deblur needs --blur SIGMA")
     if a.task == "upsample" and a.scale is None:
-        print("pkn restore: error: --task upsample needs --scale FACTOR", file=sys.stderr)
-        return 2
+        return _err("--task upsample needs --scale FACTOR")
+    files, bad = expand(a.inputs)
+    if bad:
+        more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+        return _err(f"{bad[0][0]}: {bad[0][1]}{more}")
+    why = _check_channel_axis(files, a.channel_axis)
+    if why:
+        return _err(why)
     kw = {"kernel": a.kernel, "model": a.model, "noise": a.noise, "strength": a.strength}
     kw.update({k: v for k, v in (("blur", a.blur), ("scale", a.scale)) if v is not None})
     out_dir = Path(a.out)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        print(f"pkn restore: error: cannot create --out {a.out}: {e}", file=sys.stderr)
-        return 2
-    files, bad = expand(a.inputs)
+        return _err(f"cannot create --out {a.out}: {e}")
+    client = None
+    if a.scheduler:
+        try:
+            from distributed import Client
+        except ImportError:
+            return _err("--scheduler needs dask.distributed: pip install 'napari-pkn[cluster]'")
+        try:
+            client = Client(a.scheduler, timeout="10s")
+        except Exception as e:
+            return _err(f"cannot connect to --scheduler {a.scheduler}: {str(e).splitlines()[0]}")
+    try:
+        return _run(a, files, kw, out_dir)
+    finally:
+        if client is not None:
+            client.close()
+
+
+def _run(a, files: list[Path], kw: dict, out_dir: Path) -> int:
     from tqdm import tqdm
 
-    failed = [f"{s}: {why}" for s, why in bad]
-    for line in failed:
-        print(f"pkn restore: {line}", file=sys.stderr)
+    failed: list[str] = []
     done, skipped, taken = 0, 0, set()
     bar = tqdm(files, file=sys.stderr, disable=a.quiet, unit="image", desc="pkn restore")
     for q in bar:
-        st = stem(q)
-        outs = {
-            "image": out_dir / f"{st}_pkn.tif",
-            "json": out_dir / f"{st}_pkn.json",
-            "maps": lambda n, st=st: out_dir / f"{st}_pkn_{n}.tif",
-        }
+        outs = _outputs(out_dir, q, a.format)
         if outs["image"] in taken:
             msg = f"{q}: its output {outs['image'].name} is another input's (same name)"
             failed.append(msg)
@@ -320,7 +403,8 @@ def main(argv: list[str] | None = None) -> int:
             )
             continue
         try:
-            _one(q, outs, a, kw)
+            with _Progress(a.quiet or bool(a.scheduler)):
+                _one(q, outs, a, kw, [])
             done += 1
         except Exception as e:  # one bad file must not stop the rest
             why = str(e).splitlines()[0] if str(e) else type(e).__name__

@@ -221,6 +221,7 @@ RUNTIME_ONLY = {
 #: which code each group of requirements serves
 USERS = {
     "dependencies": ("pkn",),
+    "cluster": ("pkn",),  # distributed: imported only for python -m pkn restore --scheduler
     "napari": ("napari_pkn",),
     "bench": ("benchmarks",),
     "test": ("tests",),
@@ -272,15 +273,16 @@ def _imports(folder: str) -> dict[str, set[str]]:
 
 
 def test_every_import_is_declared():
-    """pkn imports only its dependencies; napari_pkn also the napari extra; the
-    benchmarks also the bench extra; the tests anything declared."""
+    """pkn imports only its dependencies (and, inside the function that needs it, the
+    cluster extra); napari_pkn also the napari extra; the benchmarks also the bench extra;
+    the tests anything declared."""
     req = _requirements()
     core = req["dependencies"]
     allowed = {
-        "pkn": core,
+        "pkn": core | req["cluster"],
         "napari_pkn": core | req["napari"],
         "benchmarks": core | req["bench"],
-        "tests": core | req["napari"] | req["bench"] | req["test"],
+        "tests": core | req["napari"] | req["bench"] | req["test"] | req["cluster"],
     }
     missing = {
         folder: {d: sorted(files) for d, files in _imports(folder).items() if d not in ok}
@@ -314,3 +316,21 @@ def test_constraints_pin_every_declared_dependency():
     declared = set().union(*_requirements().values())
     assert not declared - set(pins), f"not pinned in constraints.txt: {declared - set(pins)}"
     assert pins["torch"], "constraints.txt pins the CPU torch"
+
+
+def test_cluster_extra_is_imported_only_inside_functions():
+    """pkn works without the cluster extra: distributed is imported where --scheduler
+    needs it, never at module level."""
+    cluster = _requirements()["cluster"]
+    at_top = []
+    for f in sorted((REPO / "pkn").rglob("*.py")):
+        for node in ast.parse(f.read_text(), str(f)).body:
+            if isinstance(node, ast.Import):
+                mods = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                mods = [node.module]
+            else:
+                continue
+            at_top += [f"{f.name}: {m}" for m in mods if _norm(m.split(".")[0]) in cluster]
+    assert not at_top, f"cluster extra imported at module level: {at_top}"
+    assert "distributed" in _imports("pkn")  # and it is used

@@ -6,8 +6,11 @@ it is run, so ``python -m pkn --help`` stays fast and never imports torch.
 
 from __future__ import annotations
 
+import functools
 import importlib
+import os
 import sys
+from collections.abc import Callable
 
 # command words -> ("module:function", one-line description). Add a command in one line.
 COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
@@ -24,6 +27,54 @@ MOVED: dict[str, str] = {
     "ship": "releasing a model is repository tooling: run 'python scripts/ship.py' from "
     "the repository's root",
 }
+
+
+DEBUG_ENV = "PKN_DEBUG"  # set to 1 for the traceback of an unexpected error
+
+
+def _one_line(e: BaseException, limit: int = 600) -> str:
+    text = " ".join(str(e).split()) or type(e).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def guarded(prog: str, run: Callable[[], int | None]) -> int:
+    """Run a command's body and turn its exceptions into one line on stderr and a status.
+
+    ``ValueError``/``TypeError``/``FileNotFoundError`` are bad input (the library's
+    messages name the argument, the value and what is accepted): ``prog: error: ...``,
+    status 2. ``KeyboardInterrupt``: status 130. Anything else is unexpected: one line with
+    its type and a hint to set ``PKN_DEBUG=1``, status 1. With ``PKN_DEBUG=1`` exceptions
+    propagate (full traceback). ``SystemExit`` (argparse) passes through.
+
+    Examples
+    --------
+    >>> guarded("pkn demo", lambda: 0)
+    0
+    """
+    debug = os.environ.get(DEBUG_ENV, "") not in ("", "0")
+    try:
+        return int(run() or 0)
+    except KeyboardInterrupt:
+        print(f"{prog}: cancelled.", file=sys.stderr)
+        return 130
+    except (ValueError, TypeError, FileNotFoundError) as e:
+        if debug:
+            raise
+        print(f"{prog}: error: {_one_line(e)}", file=sys.stderr)
+        return 2
+    except Exception as e:
+        if debug:
+            raise
+        print(
+            f"{prog}: unexpected error: {type(e).__name__}: {_one_line(e)} "
+            f"(set {DEBUG_ENV}=1 for the traceback)",
+            file=sys.stderr,
+        )
+        return 1
+
+
+def _run(module: str, func: str, argv: list[str]) -> int:
+    return getattr(importlib.import_module(module), func)(argv)
 
 
 def _usage() -> str:
@@ -53,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     for words in sorted(COMMANDS, key=len, reverse=True):
         if tuple(args[: len(words)]) == words:
             module, _, func = COMMANDS[words][0].partition(":")
-            return int(getattr(importlib.import_module(module), func)(args[len(words) :]) or 0)
+            run = functools.partial(_run, module, func, args[len(words) :])
+            return guarded("pkn " + " ".join(words), run)
     if args[0] in MOVED:
         print(f"pkn: '{args[0]}' moved: {MOVED[args[0]]}.", file=sys.stderr)
         return 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import shlex
 import sys
 
@@ -14,15 +15,43 @@ PROG = "python -m pkn adapt"
 def _noise(text: str):
     if text == "auto":
         return None
+    bad = argparse.ArgumentTypeError(
+        f"noise must be 'auto', a sigma >= 0 or A,B (Poisson-Gaussian, A >= 0, both "
+        f"finite), got {text!r}"
+    )
     try:
         parts = [float(v) for v in text.split(",")]
     except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected 'auto', a sigma or A,B (Poisson-Gaussian), got {text!r}"
-        ) from None
-    if len(parts) > 2:
-        raise argparse.ArgumentTypeError(f"expected a sigma or A,B, got {text!r}")
+        raise bad from None
+    if len(parts) > 2 or not all(math.isfinite(v) for v in parts) or parts[0] < 0:
+        raise bad
     return parts[0] if len(parts) == 1 else tuple(parts)
+
+
+def _int(name: str, low: int, even: bool = False):
+    """argparse type: an integer >= ``low`` (and even)."""
+    accepted = f"an {'even ' if even else ''}integer >= {low}"
+
+    def convert(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            v = None
+        if v is None or v < low or (even and v % 2):
+            raise argparse.ArgumentTypeError(f"{name} must be {accepted}, got {text!r}")
+        return v
+
+    return convert
+
+
+def _lr(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        v = math.nan
+    if not (math.isfinite(v) and v > 0):
+        raise argparse.ArgumentTypeError(f"lr must be a finite number > 0, got {text!r}")
+    return v
 
 
 def parser() -> argparse.ArgumentParser:
@@ -57,24 +86,40 @@ def parser() -> argparse.ArgumentParser:
         metavar="auto|SIGMA|A,B",
         help="noise as for pkn.restore (default: estimated from each image)",
     )
-    p.add_argument("--steps", type=int, default=300)
-    p.add_argument("--batch", type=int, default=4)
-    p.add_argument("--crop", type=int, default=None, help="crop side (even; default 128)")
-    p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--steps", type=_int("steps", 1), default=300)
+    p.add_argument("--batch", type=_int("batch", 1), default=4)
+    p.add_argument(
+        "--crop",
+        type=_int("crop", 16, even=True),
+        default=None,
+        help="crop side (even; default 128)",
+    )
+    p.add_argument("--lr", type=_lr, default=3e-4)
     p.add_argument(
         "--blind-spot",
-        type=int,
+        type=_int("blind_spot", 0),
         default=None,
         metavar="R",
         help="blind-spot radius in px (default: the noise's correlation length)",
     )
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    p.add_argument("--seed", type=_int("seed", 0), default=0)
+    p.add_argument(
+        "--threads", type=_int("threads", 1), default=1, help="torch threads (default 1)"
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run ``python -m pkn adapt`` with ``argv``; return the exit status (2 for bad options
+    or input, 130 when cancelled, 1 for an unexpected error: one line, ``PKN_DEBUG=1`` for
+    the traceback)."""
+    from .__main__ import guarded
+
+    return guarded(PROG, lambda: _main(argv))
+
+
+def _main(argv: list[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser().parse_args(argv)
     import pkn.adapt as adapt_module

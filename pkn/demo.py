@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -34,15 +35,39 @@ def _png(path: Path, a: np.ndarray, lo: float, hi: float, cmap: str | None = Non
         io.imsave(path, (u * 255).round().astype(np.uint8), check_contrast=False)
 
 
+def _strength(text: str) -> float:
+    """argparse type of ``--strength``: a finite number >= 0."""
+    try:
+        v = float(text)
+    except ValueError:
+        v = math.nan
+    if not (math.isfinite(v) and v >= 0):
+        raise argparse.ArgumentTypeError(
+            f"strength must be a finite number >= 0 (1 = as trained, 0 = identity), got {text!r}"
+        )
+    return v
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run ``python -m pkn demo`` with ``argv``; return the exit status (2 for bad options
+    or input, 1 for an unexpected error: one line, ``PKN_DEBUG=1`` for the traceback)."""
+    from .__main__ import guarded
+
+    return guarded("python -m pkn demo", lambda: _main(argv))
+
+
+def _main(argv: list[str] | None) -> int:
     p = argparse.ArgumentParser(prog="python -m pkn demo", description=__doc__.split("\n\n")[0])
     p.add_argument("--sample", choices=["fluorescence", "natural"], default="fluorescence")
     from .models.procedural import network_kernels, tasks
 
     p.add_argument("--kernel", default=tasks()["denoise"], choices=network_kernels("denoise"))
-    p.add_argument("--strength", type=float, default=1.0)
+    p.add_argument("--strength", type=_strength, default=1.0, help="1 = as trained, 0 = identity")
     p.add_argument("--out", default="out", help="output folder (default ./out)")
     a = p.parse_args(argv)
+    out = Path(a.out)
+    if out.exists() and not out.is_dir():
+        p.error(f"argument --out: {str(out)!r} exists and is not a folder")
 
     import tifffile
 
@@ -51,7 +76,6 @@ def main(argv: list[str] | None = None) -> int:
 
     noisy, clean = getattr(samples, a.sample)()
     r = restore(noisy, "denoise", kernel=a.kernel, strength=a.strength)
-    out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     stem = f"{a.sample}_{a.kernel}"
     tifffile.imwrite(out / f"{stem}_restored.tif", r.image)

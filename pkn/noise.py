@@ -179,6 +179,15 @@ def _check_finite(a: np.ndarray, name: str = "image") -> None:
             )
 
 
+def _is_number(v) -> bool:
+    """A real number (numpy scalars and one-element real tensors too), not a bool."""
+    if isinstance(v, torch.Tensor):
+        return v.numel() == 1 and v.dtype != torch.bool and not v.is_complex()
+    return isinstance(v, int | float | np.integer | np.floating) and not isinstance(
+        v, bool | np.bool_
+    )
+
+
 def _check_bins(bins) -> int:
     if isinstance(bins, bool | np.bool_) or not isinstance(bins, int | np.integer) or bins < 2:
         raise ValueError(f"bins must be an integer >= 2 (intensity bins), got {bins!r}.")
@@ -503,7 +512,19 @@ def noise_std_map(x: torch.Tensor, noise) -> torch.Tensor:
     torch.Tensor
         ``(B, 1, 1, 1)`` for AWGN, ``(B, 1, H, W)`` otherwise; at least 1e-6.
     """
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.ndim != 4:
+        raise TypeError(
+            "x must be a floating torch.Tensor (B, 1, H, W), got "
+            + (
+                f"{x.dtype} of shape {tuple(x.shape)}"
+                if isinstance(x, torch.Tensor)
+                else type(x).__name__
+            )
+            + "."
+        )
     if isinstance(noise, torch.Tensor):
+        if noise.dtype == torch.bool or noise.is_complex():
+            raise TypeError(f"a noise std map must hold real numbers, got dtype {noise.dtype}.")
         if not bool(torch.isfinite(noise).all()) or bool((noise < 0).any()):
             raise ValueError("a noise std map must be finite and >= 0.")
         try:
@@ -517,17 +538,27 @@ def noise_std_map(x: torch.Tensor, noise) -> torch.Tensor:
     if isinstance(noise, NoiseModel):
         noise = (noise.a, noise.b) if noise.a > 0 else math.sqrt(max(noise.b, 0.0))
     if isinstance(noise, tuple | list):
-        if len(noise) != 2:
-            raise ValueError(f"Poisson-Gaussian noise is a pair (a, b), got {noise!r}.")
+        if len(noise) != 2 or not all(_is_number(v) for v in noise):
+            raise ValueError(f"Poisson-Gaussian noise is a pair (a, b) of numbers, got {noise!r}.")
         a, b = (float(v) for v in noise)
         if not (math.isfinite(a) and math.isfinite(b)) or a < 0:
             raise ValueError(f"Poisson-Gaussian (a, b) needs finite a >= 0, got {noise!r}.")
+        if not bool(torch.isfinite(x).all()):
+            raise ValueError(
+                "x contains NaN or Inf values; the Poisson-Gaussian noise std follows the "
+                "signal, so replace them first (e.g. torch.nan_to_num)."
+            )
         pad = min(2, min(x.shape[-2:]) - 1)
         smooth = x
         if pad > 0:
             mode = "reflect" if min(x.shape[-2:]) > pad else "replicate"
             smooth = F.avg_pool2d(F.pad(x, (pad,) * 4, mode=mode), 2 * pad + 1, stride=1)
         return (a * smooth + b).clamp_min(_STD_FLOOR**2).sqrt()
+    if not _is_number(noise):
+        raise TypeError(
+            "noise must be a sigma (a number >= 0), a pair (a, b), a NoiseModel or a std map "
+            f"tensor, got {noise!r} ({type(noise).__name__})."
+        )
     s = float(noise)
     if not np.isfinite(s) or s < 0:
         raise ValueError(f"the noise sigma must be a finite number >= 0, got {noise!r}.")

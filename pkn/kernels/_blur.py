@@ -13,7 +13,7 @@ from numbers import Real
 import torch
 import torch.nn.functional as F
 
-from ._common import row_tiles
+from ._common import check_window, row_tiles
 
 Blur = float | tuple[float, float, float] | torch.Tensor
 
@@ -59,11 +59,57 @@ def _gauss2d(sy: float, sx: float, rho: float) -> torch.Tensor:
     return k / k.sum()
 
 
+def gaussian_radius(blur: Blur) -> int | None:
+    """Radius in pixels of the Gaussian kernel ``blur`` stands for (None for a PSF), from
+    its validated sigmas, without building it (:func:`_check`)."""
+    if isinstance(blur, torch.Tensor):
+        return None
+    sigmas = blur[:2] if isinstance(blur, tuple | list) else (blur,)
+    return math.ceil(_TRUNCATE * max(float(v) for v in sigmas))
+
+
+def check_blur(blur: Blur, x: torch.Tensor | None = None) -> None:
+    """Validate ``blur`` (a clear exception) without building its kernel; with an image
+    ``x``, also refuse a Gaussian whose radius is beyond ``max(H, W, 32)`` pixels (a
+    kernel larger than the image: its memory and time would grow without bound)."""
+    _check(blur)
+    r = gaussian_radius(blur)
+    if x is not None and r is not None:
+        check_window(r, x, f"blur={blur!r}", "use a smaller sigma (at most a third of the radius)")
+
+
+def _check(blur: Blur) -> None:
+    """The checks of :func:`_kernel`, without building the kernel."""
+    if isinstance(blur, torch.Tensor):
+        _kernel(blur)  # validates the given tensor (no new allocation beyond it)
+        return
+    if isinstance(blur, tuple | list):
+        if len(blur) != 3:
+            raise ValueError(f"{_ACCEPTED}; got a sequence of length {len(blur)}.")
+        _sigma(blur[0], "sigma_y"), _sigma(blur[1], "sigma_x")
+        _rho(blur[2])
+        return
+    if isinstance(blur, Real) and not isinstance(blur, bool):
+        _sigma(blur, "sigma")
+        return
+    raise TypeError(f"{_ACCEPTED}; got {type(blur).__name__}.")
+
+
+def _rho(rho: object) -> float:
+    if isinstance(rho, bool) or not isinstance(rho, Real):
+        raise TypeError(f"{_ACCEPTED}; rho is {type(rho).__name__}.")
+    if not (math.isfinite(float(rho)) and -1.0 <= float(rho) <= 1.0):
+        raise ValueError(f"{_ACCEPTED}; got rho = {float(rho)!r}.")
+    return float(rho)
+
+
 def _kernel(blur: Blur) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Validate ``blur`` and return ``(ky, kx)`` (separable, 1D each) or ``(psf, None)``.
 
     Gaussian kernels are float64 on the CPU; a PSF keeps its dtype, device and autograd
-    history. :class:`_Blur` normalizes them to sum 1 in the image's dtype.
+    history. :class:`_Blur` normalizes them to sum 1 in the image's dtype. Check the
+    radius first (:func:`check_blur`): a Gaussian kernel takes ``2 ceil(3 sigma) + 1``
+    taps per axis.
     """
     if isinstance(blur, torch.Tensor):
         if blur.ndim != 2 or min(blur.shape) < 1:
@@ -81,14 +127,10 @@ def _kernel(blur: Blur) -> tuple[torch.Tensor, torch.Tensor | None]:
         if len(blur) != 3:
             raise ValueError(f"{_ACCEPTED}; got a sequence of length {len(blur)}.")
         sy, sx = _sigma(blur[0], "sigma_y"), _sigma(blur[1], "sigma_x")
-        rho = blur[2]
-        if isinstance(rho, bool) or not isinstance(rho, Real):
-            raise TypeError(f"{_ACCEPTED}; rho is {type(rho).__name__}.")
-        if not (math.isfinite(float(rho)) and -1.0 <= float(rho) <= 1.0):
-            raise ValueError(f"{_ACCEPTED}; got rho = {float(rho)!r}.")
-        if float(rho) == 0.0:
+        rho = _rho(blur[2])
+        if rho == 0.0:
             return _gauss1d(sy), _gauss1d(sx)
-        return _gauss2d(sy, sx, float(rho)), None
+        return _gauss2d(sy, sx, rho), None
     if isinstance(blur, Real) and not isinstance(blur, bool):
         k = _gauss1d(_sigma(blur, "sigma"))
         return k, k

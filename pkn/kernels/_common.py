@@ -11,27 +11,38 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from numbers import Real
+from numbers import Integral, Real
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 Param = float | torch.Tensor
 
 __all__ = [
+    "WINDOW_FLOOR",
     "Param",
     "all_finite",
     "as_map",
+    "check_flag",
     "check_guide",
     "check_image",
     "check_stack",
+    "check_window",
     "max_value",
     "odd_int",
     "pad",
     "row_tiles",
+    "window_limit",
 ]
 
 _FLOAT_DTYPES = (torch.float32, torch.float64)
+
+# Windows (radii in pixels) are bounded by the image: at most max(H, W, WINDOW_FLOOR). A
+# window beyond the image reads nothing new (its border pixels repeat), so kernels either
+# fold it exactly into a bounded one (the axis-aligned Gaussian) or refuse it
+# (check_window); the floor keeps small windows on tiny images valid.
+WINDOW_FLOOR = 32
 
 
 def all_finite(t: torch.Tensor) -> bool:
@@ -102,6 +113,12 @@ def check_stack(p: object, x: torch.Tensor, name: str, shape_text: str) -> torch
         raise ValueError(f"{name} has batch size {p.shape[0]}, but the image has {B} (or use 1).")
     if min(p.shape) < 1:
         raise ValueError(f"{name} is empty: shape {tuple(p.shape)}.")
+    if p.dtype == torch.bool or p.is_complex():
+        hint = "convert a mask with .to(x.dtype)" if p.dtype == torch.bool else "use .real"
+        raise TypeError(
+            f"{name} must hold real numbers (a float or integer tensor), got dtype {p.dtype}; "
+            f"{hint} if that is meant."
+        )
     if not p.is_floating_point():
         p = p.to(x.dtype)
     if not all_finite(p):
@@ -124,10 +141,44 @@ def check_guide(guide: torch.Tensor, x: torch.Tensor) -> None:
 
 
 def odd_int(value: int, name: str) -> int:
-    """``value`` if it is a positive odd ``int`` (a window side), else a clear ValueError."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1 or value % 2 == 0:
-        raise ValueError(f"{name} must be a positive odd integer (1, 3, 5, ...), got {value!r}.")
-    return value
+    """``value`` as an ``int`` if it is a positive odd integer (a window side; numpy integers
+    too), else a clear ValueError (bools and non-integers included)."""
+    ok = isinstance(value, Integral) and not isinstance(value, bool)
+    if not ok or value < 1 or value % 2 == 0:
+        raise ValueError(
+            f"{name} must be a positive odd integer (1, 3, 5, ...), got {value!r}"
+            + ("." if ok else f" ({type(value).__name__}).")
+        )
+    return int(value)
+
+
+def check_flag(value: object, name: str) -> bool:
+    """``value`` as a ``bool`` if it is one (``numpy.bool_`` too), else a clear TypeError
+    (a string such as ``"no"`` would otherwise count as true)."""
+    if isinstance(value, bool | np.bool_):
+        return bool(value)
+    raise TypeError(f"{name} must be True or False, got {value!r} ({type(value).__name__}).")
+
+
+def window_limit(x: torch.Tensor) -> int:
+    """Largest window radius accepted on ``x``: ``max(H, W, WINDOW_FLOOR)`` pixels."""
+    return max(x.shape[-2], x.shape[-1], WINDOW_FLOOR)
+
+
+def check_window(r: int, x: torch.Tensor, what: str, hint: str = "") -> None:
+    """A clear ValueError if a window radius ``r`` is beyond :func:`window_limit` of ``x``.
+
+    ``what`` names the argument and its value (e.g. ``"search_size=9999"``); the message
+    gives the image size, the radius it needs and the largest accepted.
+    """
+    limit = window_limit(x)
+    if r > limit:
+        H, W = x.shape[-2:]
+        raise ValueError(
+            f"{what} needs a window of radius {r} px, beyond the {H}x{W} image: windows are "
+            f"limited to radius max(H, W, {WINDOW_FLOOR}) = {limit} px (a larger one repeats "
+            f"the border pixels and only costs time and memory)" + (f"; {hint}" if hint else ".")
+        )
 
 
 def _range_text(low: float | None, high: float | None) -> str:
@@ -175,11 +226,16 @@ def as_map(
             raise ValueError(f"{name} must be finite, got {v}.")
         if (low is not None and v < low) or (high is not None and v > high):
             raise ValueError(f"{name} must lie in {_range_text(low, high)}, got {v:g}.")
+        if abs(v) > torch.finfo(x.dtype).max:
+            raise ValueError(
+                f"{name}={v:g} is beyond the range of the image's dtype {x.dtype} "
+                f"(|{name}| <= {torch.finfo(x.dtype).max:g})."
+            )
         return torch.full((1, 1, 1, 1), v, dtype=x.dtype, device=x.device).expand(B, 1, Ho, Wo)
     if not isinstance(p, torch.Tensor):
         raise TypeError(
             f"{name} must be a number or a torch.Tensor of shape (B, 1 or C, h, w), "
-            f"got {type(p).__name__}."
+            f"got {p!r} ({type(p).__name__})."[:300]
         )
     if p.ndim == 0:
         p = p.reshape(1, 1, 1, 1)

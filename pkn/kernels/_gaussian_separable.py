@@ -22,6 +22,59 @@ def _exp_limit(dtype: torch.dtype) -> float:
     return 0.9 * min(math.log(info.max), -math.log(info.tiny))
 
 
+_EM_SIGMA = 64.0  # tails of sigmas >= this are summed in closed form (Euler-Maclaurin)
+_DIRECT_SPAN = 40  # below it, terms beyond 40 sigma (< e^-800) are left out of the sums
+_CHUNK = 32  # terms summed at a time (bounds the memory of the direct sums)
+
+
+def _tail(s: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
+    r"""``sum_{d=lo}^{hi} exp(-d^2 / (2 s^2))`` per element of ``s`` (float64, differentiable).
+
+    Used to *fold* a window beyond the image (:func:`~pkn.kernels.gaussian.gaussian`): every
+    offset ``d >= lo`` reads the same (edge-replicated) pixel, so their weights add up.
+    Sigmas below ``_EM_SIGMA`` are summed term by term (up to ``40 s`` past ``lo``: later
+    terms are below ``e^-800``), larger ones by the Euler-Maclaurin formula with the
+    first, third and fifth derivative corrections, whose remainder is below
+    ``1e-3 s^-5``, about ``1e-12`` of a weight sum (which is at least ``s``): both agree
+    with the plain sum to float64 rounding. The cost is bounded by ``_EM_SIGMA`` whatever
+    ``hi``.
+    """
+    s64 = s.double().clamp_min(_SIGMA_FLOOR)
+    big = s64 >= _EM_SIGMA
+    # direct sums, the large sigmas replaced by a harmless value (no NaN in gradients)
+    sd = torch.where(big, torch.ones_like(s64), s64)
+    inv = sd.square().reciprocal().mul(-0.5)  # -1 / (2 s^2)
+    stop = min(hi, lo + math.ceil(_DIRECT_SPAN * _EM_SIGMA))
+    direct = torch.zeros_like(s64)
+    for d0 in range(lo, stop + 1 if not bool(big.all()) else lo, _CHUNK):
+        d = torch.arange(d0, min(stop, d0 + _CHUNK - 1) + 1, dtype=torch.float64, device=s.device)
+        d2 = d.square().view(-1, *([1] * s64.ndim))
+        direct = direct + (inv.unsqueeze(0) * d2).exp().sum(0)
+    if not bool(big.any()):
+        return direct
+    se = torch.where(big, s64, torch.full_like(s64, _EM_SIGMA))
+
+    def derivatives(t: float) -> tuple[torch.Tensor, ...]:
+        """f and its first, third and fifth derivatives at t (Hermite polynomials)."""
+        u = t / se
+        e = (-0.5 * u * u).exp()
+        f1 = -u / se * e
+        f3 = -(u**3 - 3 * u) / se**3 * e
+        f5 = -(u**5 - 10 * u**3 + 15 * u) / se**5 * e
+        return e, f1, f3, f5
+
+    c = se * math.sqrt(2.0)
+    integral = (
+        se
+        * math.sqrt(0.5 * math.pi)
+        * (torch.special.erfc(lo / c) - torch.special.erfc(float(hi) / c))
+    )
+    ea, a1, a3, a5 = derivatives(float(lo))
+    eb, b1, b3, b5 = derivatives(float(hi))
+    em = integral + 0.5 * (ea + eb) + (b1 - a1) / 12.0 - (b3 - a3) / 720.0 + (b5 - a5) / 30240.0
+    return torch.where(big, em, direct)
+
+
 def _no_scratch(name: str, shape: tuple[int, ...]) -> None:
     """With a gradient, every operation makes a new tensor (autograd keeps them)."""
     return None
@@ -83,11 +136,14 @@ def _separable_tile(
     same: bool,
     out: torch.Tensor | None,
     new,
+    fold: int | None = None,
 ) -> torch.Tensor:
     """One band of rows with ``rho = 0``: :math:`w_o = g_x(d_x) g_y(d_y)`, summed separably.
 
     ``out`` receives the result (None: out-of-place ops for autograd); ``new(name,
-    shape)`` gives scratch buffers (None with autograd).
+    shape)`` gives scratch buffers (None with autograd). ``fold``: the window's true radius
+    when ``r`` is the folded one (offsets ``|d| >= r`` all read the edge-replicated pixel
+    at ``r``, whose weight is then the sum of theirs, :func:`_tail`).
     """
     grad = out is None
     limit = _exp_limit(xt.dtype) * _LOG2E
@@ -96,12 +152,17 @@ def _separable_tile(
         """``exp(-d^2 / (2 s^2))`` for ``d = 1..r`` and ``1 + 2 sum_d`` of them."""
         if grad:
             g = _squares(s.clamp_min(_SIGMA_FLOOR).square().reciprocal().mul(-0.5), r, None)
+            if fold is not None:
+                g = torch.cat((g[:-1], _tail(s, r, fold).to(g.dtype)[None]))
             return g, 1.0 + 2.0 * g.sum(0)
+        tail = None if fold is None else _tail(s, r, fold).to(s.dtype)
         q = torch.clamp(s, min=_SIGMA_FLOOR, out=new("q" + name, s.shape))
         q = q.square_().reciprocal_().mul_(-0.5 * _LOG2E)  # base-2 exponent of d = 1
         with torch.no_grad():  # products where 2^(q r^2) stays normal
             tmp = new("t", (2, *s.shape)) if -r * r * float(q.min()) <= limit else None
         g = _squares(q, r, new("g" + name, (r, *s.shape)), tmp)
+        if tail is not None:
+            g[r - 1].copy_(tail)
         return g, torch.sum(g, 0, out=q).mul_(2.0).add_(1.0)
 
     gx, nx = gauss(s1, "x")  # g_x(d) = exp(-d^2 / (2 s1^2))

@@ -6,7 +6,16 @@ import torch
 from torch import nn
 
 from ._band import Scratch, as_map_fast, pad_band, resample_rows
-from ._common import Param, as_map, check_guide, check_image, odd_int, pad, row_tiles
+from ._common import (
+    Param,
+    as_map,
+    check_guide,
+    check_image,
+    check_window,
+    odd_int,
+    pad,
+    row_tiles,
+)
 from .registry import Kernel, correlation, half_maps, px_sigma, signal_sigma
 
 __all__ = ["BilateralAniso", "bilateral_aniso", "covariance"]
@@ -234,7 +243,7 @@ def bilateral_aniso(
         Correlation of :math:`d_x` and :math:`\Delta`, and partial correlation of
         :math:`d_y` and :math:`\Delta` given :math:`d_x`, in [-1, 1].
     search_size : int
-        Odd side of the window.
+        Odd side of the window; its radius at most ``max(H, W, 32)``.
     guide : torch.Tensor, optional
         ``(B, 1 or C, H, W)`` image the differences :math:`\Delta` are taken on.
 
@@ -276,6 +285,7 @@ def bilateral_aniso(
     """
     check_image(x)
     sr = odd_int(search_size, "search_size") // 2
+    check_window(sr, x, f"search_size={search_size}")
     B, C, H, W = x.shape
     if guide is not None:
         check_guide(guide, x)

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from ._band import Scratch, as_map_fast, pad_band, resample_rows, resampled_radius
-from ._common import Param, as_map, check_image, odd_int, pad, row_tiles
+from ._common import Param, as_map, check_image, check_window, odd_int, pad, row_tiles
 from ._gaussian_general import _general_tile
 from ._gaussian_separable import _no_scratch, _separable_tile
 from .registry import Kernel, correlation, half_maps, largest, px_sigma
@@ -22,6 +22,7 @@ __all__ = ["Gaussian", "gaussian"]
 
 _TRUNCATE = 3.0  # default window radius in sigmas
 _TILE = 1 << 17  # elements per band of rows and per map (see row_tiles)
+_SIGMA_CAP = 1e15  # without rho, sigmas above this times max(H, W) are clamped to it
 
 
 def _map(p: Param, x: torch.Tensor, name: str, grad: bool, **limits: float) -> torch.Tensor:
@@ -92,6 +93,16 @@ def gaussian(
     Because the weights are normalized over the truncated window, a constant
     parameter gives exactly a (truncated, renormalized) Gaussian convolution.
 
+    Any sigma is accepted, also far beyond the image, in bounded time and memory. Without
+    ``rho`` a window wider than the image (radius ``r > max(H, W)``, edge replication) is
+    *folded* to radius ``max(H, W)``: every offset ``|d| >= max(H, W)`` reads the same edge
+    pixel, so that pixel's weight becomes the sum of theirs (summed in closed form), the
+    same result to rounding. As sigma grows the output tends to the (Gaussian-weighted)
+    mean of the edge-replicated image; sigmas above ``1e15 max(H, W)`` are clamped there
+    (the weights inside the image are then all 1 to float64 rounding, and the result
+    changes by less than ``1e-15``). With ``rho`` the window's radius must be at most
+    ``max(H, W, 32)``: a larger one raises a ValueError naming the sigma and the limit.
+
     Parameters
     ----------
     x : torch.Tensor
@@ -147,6 +158,11 @@ def gaussian(
     s1 = _map(sigma1, x, "sigma1", grad, low=0.0)
     s2 = s1 if sigma2 is None else _map(sigma2, x, "sigma2", grad, low=0.0)
     rh = None if rho is None else _map(rho, x, "rho", grad, low=-1.0, high=1.0)
+    cap = _SIGMA_CAP * max(H, W)  # beyond: the same output to rounding (see the docstring)
+    if rh is None or (isinstance(rho, Real) and float(rho) == 0.0):
+        same = s2 is s1
+        s1 = s1.clamp_max(cap) if float(s1.detach().max()) > cap else s1
+        s2 = s1 if same else (s2.clamp_max(cap) if float(s2.detach().max()) > cap else s2)
     if size is None:
         r = resampled_radius([s1, s2], (H, W), lambda m: math.ceil(_TRUNCATE * m))
     else:
@@ -154,6 +170,14 @@ def gaussian(
     if r == 0:  # 1x1 window: the identity
         return x.clone()
     separable = rh is None or (isinstance(rho, Real) and float(rho) == 0.0)
+    fold = None  # the true radius when the window is folded to the image
+    if separable and r > max(H, W):
+        fold, r = r, max(H, W)  # offsets >= max(H, W) all read an edge pixel: exact
+    elif not separable:
+        top = max(float(s1.detach().max()), float(s2.detach().max()))
+        what = f"size={size}" if size is not None else f"sigma1/sigma2 = {top:g} (the largest)"
+        hint = "pass rho=None (or 0) for larger windows: the axis-aligned blur folds them exactly"
+        check_window(r, x, f"gaussian with rho: {what}", hint)
     xp = pad(x, r) if grad else None  # (B, C, H+2r, W+2r); without grad, band by band
     depth = B * C * (4 if grad else 1)
     y = None if grad else torch.empty_like(x)
@@ -173,7 +197,9 @@ def gaussian(
             st[1] = st[0]
         out = None if grad else y[:, :, r0:r1]
         if separable:
-            tiles.append(_separable_tile(xt, r, *st[:2], same=s2 is s1, out=out, new=scratch))
+            tiles.append(
+                _separable_tile(xt, r, *st[:2], same=s2 is s1, out=out, new=scratch, fold=fold)
+            )
         else:
             tiles.append(_general_tile(xt, r, *st, out=out, new=scratch))
     if not grad:

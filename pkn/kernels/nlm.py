@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from numbers import Integral
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._common import Param, as_map, check_guide, check_image, odd_int, pad, row_tiles
+from ._common import (
+    Param,
+    as_map,
+    check_flag,
+    check_guide,
+    check_image,
+    check_window,
+    odd_int,
+    pad,
+    row_tiles,
+)
 from .registry import Kernel, half_maps, signal_sigma
 from .registry import Param as P
 
@@ -81,7 +92,9 @@ def nlm(
         With ``joint=True`` and ``C`` channels the distance is shared and each channel
         falls off with its own sigma.
     patch_size, search_size : int
-        Odd sizes of the comparison patch and of the search window.
+        Odd sizes of the comparison patch and of the search window (numpy integers
+        too); their radii must be at most ``max(H, W, 32)`` (a window beyond the image
+        only repeats its border pixels).
     spatial_sigma : float or torch.Tensor, optional
         Gaussian falloff over the search offsets, in pixels, >= 0: a number or a map
         like ``sigma``. Default: none (a box window).
@@ -113,6 +126,9 @@ def nlm(
     check_image(x)
     ps, ss = odd_int(patch_size, "patch_size"), odd_int(search_size, "search_size")
     pr, sr = ps // 2, ss // 2
+    check_window(sr, x, f"search_size={ss}")
+    check_window(pr, x, f"patch_size={ps}")
+    joint = check_flag(joint, "joint")
     B, C, H, W = x.shape
     g = x if guide is None else guide
     if guide is not None:
@@ -191,8 +207,9 @@ def nlm(
 
 def _blind_radius(r, search_size: int, H: int, W: int) -> int:
     """``r`` if it is a valid blind-spot radius for this window and image size."""
-    if isinstance(r, bool) or not isinstance(r, int) or r < 0:
+    if isinstance(r, bool) or not isinstance(r, Integral) or r < 0:
         raise ValueError(f"blind_spot must be an integer >= 0 (a radius in pixels), got {r!r}.")
+    r = int(r)
     if r >= search_size // 2:
         raise ValueError(
             f"blind_spot={r} hides the whole {search_size}x{search_size} search window; use "

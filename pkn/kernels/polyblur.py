@@ -8,7 +8,7 @@ from numbers import Real
 import torch
 from torch import nn
 
-from ._blur import Blur, _Blur, _kernel
+from ._blur import Blur, _Blur, _kernel, check_blur
 from ._common import Param, as_map, check_image
 from .registry import Kernel, half_maps
 from .registry import Param as P
@@ -62,9 +62,12 @@ def polyblur(x: torch.Tensor, b: Param, c: Param, d: Param, *, blur: Blur) -> to
           applied as a true convolution (flipped, unlike ``conv2d``'s correlation),
           centred on ``(kh // 2, kw // 2)`` like ``scipy.ndimage.convolve``.
 
-        Every kernel is normalized to sum 1. Kernels with more than 225 taps per pixel
-        (larger than 15x15; separable ones count ``kh + kw``) are applied by FFT of the
-        mirror-padded image (same result up to rounding), smaller ones directly.
+        A Gaussian's radius ``ceil(3 sigma)`` must be at most ``max(H, W, 32)`` pixels
+        (a ValueError names the blur and the limit otherwise: a kernel beyond the image
+        only repeats its border pixels). Every kernel is normalized to sum 1. Kernels
+        with more than 225 taps per pixel (larger than 15x15; separable ones count
+        ``kh + kw``) are applied by FFT of the mirror-padded image (same result up to
+        rounding), smaller ones directly.
 
     Returns
     -------
@@ -80,6 +83,7 @@ def polyblur(x: torch.Tensor, b: Param, c: Param, d: Param, *, blur: Blur) -> to
     .. [2] B. Wronski, "Procedural Kernel Networks", arXiv:2112.09318, 2021.
     """
     check_image(x)
+    check_blur(blur, x)
     ky, kx = _kernel(blur)
     coefs = [as_map(p, x, n) for p, n in ((b, "b"), (c, "c"), (d, "d"))]
     zero = [isinstance(p, Real) and float(p) == 0.0 for p in (b, c, d)]
@@ -115,7 +119,7 @@ class Polyblur(nn.Module):
 
     def __init__(self, blur: Blur):
         super().__init__()
-        _kernel(blur)  # validate now
+        check_blur(blur)  # validate now (the kernel is built per call)
         if isinstance(blur, torch.Tensor):
             self.register_buffer("psf", blur)
             self.blur = None

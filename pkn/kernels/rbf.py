@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from ._band import Scratch, resampled_radius
-from ._common import Param, check_image, row_tiles
+from ._common import Param, check_image, check_window, max_value, row_tiles
 from ._rbf_band import _LOG2E, _band, _coefficients, _quad
 from ._rbf_grid import _axis, _band_map, _output_size, _param, _phases
 from .registry import Kernel, correlation, half_maps, largest, px_sigma
@@ -32,6 +32,7 @@ _FAST_SHIFT = 30.0
 # ratios, checked to be <= e^80) neither overflow nor underflow, in float32 too.
 _RECUR_LOW = 50.0
 _RECUR_STEP = 80.0
+MAX_OUTPUT = 1 << 31  # values per output (8 GiB in float32): larger scales are refused
 _TILE_TARGET = 1 << 22  # elements of the largest intermediates per band of output rows
 
 
@@ -104,7 +105,10 @@ def rbf_resample(
     ------
     ValueError
         If both or neither of ``scale`` and ``size`` are given, a scale is not positive
-        and finite, ``size`` is not a pair of positive ints, a parameter is out of range,
+        and finite, ``size`` is not a pair of positive ints, the output would hold more
+        than ``2**31`` values, the window (radius ``R`` above) would be larger than
+        ``max(H, W, 32)`` input pixels (a window beyond the image only repeats its border
+        pixels: the work would grow without bound with sigma), a parameter is out of range,
         not finite or has the wrong batch/channels, or ``x`` is not a finite
         ``(B, C, H, W)`` tensor.
     TypeError
@@ -141,6 +145,14 @@ def rbf_resample(
     check_image(x)
     B, C, H, W = x.shape
     Ho, Wo = _output_size(H, W, scale, size)
+    if B * C * Ho * Wo > MAX_OUTPUT:
+        what = f"scale={scale!r}" if size is None else f"size={size!r}"
+        raise ValueError(
+            f"{what} asks for a {Ho}x{Wo} output ({B * C * Ho * Wo:.3g} values, "
+            f"{B * C * Ho * Wo * x.element_size() / 2**30:.3g} GiB as {x.dtype}) from a "
+            f"{H}x{W} image; outputs are limited to 2**31 values per call: resample in tiles "
+            "or use a smaller factor."
+        )
     params = ((sigma1, "sigma1", 0.0, None), (sigma2, "sigma2", 0.0, None))
     params += ((0.0 if rho is None else rho, "rho", -1.0, 1.0),)
     maps = [
@@ -156,6 +168,8 @@ def rbf_resample(
         (Ho, Wo),
         lambda m: max(1, math.ceil(3.0 * m)),
     )
+    top = max(max_value(m) for m in (s1, s2))
+    check_window(R, x, f"rbf_resample: sigma1/sigma2 = {top:g} (the largest)")
     K = 2 * R  # window size per axis
 
     iy, oy, ky = _axis(H, Ho, R)  # (K, Ho) input rows, (K, Ho) offsets, (Ho,) nearest

@@ -86,7 +86,6 @@ def render_card(
         f"- **Degradation**: {deg}",
         f"- **Training**: {cfg.get('iters')} iterations, batch {cfg.get('batch')}, crop "
         f"{cfg.get('crop')}, Adam lr {cfg.get('lr')} (cosine), loss {cfg.get('loss')}"
-
         f"{_weighting(cfg)}, seed "
         f"{cfg.get('seed')}"
         + _init_text(cfg, train)
@@ -157,7 +156,7 @@ def _command(cfg: dict, train: dict) -> str:
 
 
 def _init_text(cfg: dict, train: dict) -> str:
-    """", starting from the model X (sha256 ...)" for fine-tuned runs."""
+    """ ", starting from the model X (sha256 ...)" for fine-tuned runs."""
     if not cfg.get("init"):
         return ""
     sha = train.get("init", {}).get("sha256")

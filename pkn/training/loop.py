@@ -73,9 +73,7 @@ def _one_channel(d: degrade.Degraded, rng: np.random.Generator, p_gray: float):
     guide = d.x.mean(1, keepdim=True)
     gray = torch.from_numpy(rng.uniform(size=B) < p_gray).view(B, 1, 1, 1)
     colour = torch.where(gray, x.expand_as(d.x), d.x)  # (B, C, s, s)
-    return degrade.Degraded(
-        x, ns, t, d.options, torch.where(gray, x, guide), colour, d.correlation
-    )
+    return degrade.Degraded(x, ns, t, d.options, torch.where(gray, x, guide), colour, d.correlation)
 
 
 def _noisy(cfg: TrainConfig, clean: torch.Tensor, rng: np.random.Generator):
@@ -170,6 +168,9 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> dict:
     Process-wide torch settings changed for the run (threads, deterministic algorithms)
     are restored afterwards.
     """
+    from ._validate import check_config
+
+    check_config(cfg)  # clear errors before any data is read or model built
     threads, det = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     det_warn = torch.is_deterministic_algorithms_warn_only_enabled()
     try:

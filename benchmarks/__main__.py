@@ -35,6 +35,14 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "adapt": ("benchmarks.adapt:main", "pkn.adapt: blind-spot on W2S, n2n vs clean target, time"),
     "noise": ("benchmarks.noise:main", "noise calibration vs the truth: synthetic and real pairs"),
     "contention": ("benchmarks.contention:main", "pkn.restore solo vs 2 processes at once"),
+    "correlated": (
+        "benchmarks.correlated:main",
+        "spatially correlated noise on Kodak24: white-noise vs correlation-aware models",
+    ),
+    "batch_memory": (
+        "benchmarks.batch_memory:main",
+        "peak RSS of python -m pkn restore on a big uint16 stack, OME-Zarr to OME-Zarr (lazy)",
+    ),
     "memory": (
         "benchmarks.memory:main",
         "peak RSS of pkn.restore on 4k/8k images in memory and as dask/zarr; dask vs numpy",

@@ -121,7 +121,23 @@ def blur_kernels(
         if not path.is_file():
             raise FileNotFoundError(f"Levin kernels not found at {path} (--levin-file).")
         z = np.load(path)
-        out += [(f"levin-{k}", odd_psf(z[k])) for k in sorted(z.files)]
+        out += [(f"levin-{k}", centred(odd_psf(z[k]))) for k in sorted(z.files)]
+    return out
+
+
+def centred(psf: np.ndarray) -> np.ndarray:
+    """``psf`` zero-padded so that its centre of mass is within half a pixel of the centre
+    pixel (camera-shake kernels such as Levin's are stored off centre; a deblurring method
+    told an off-centre kernel shifts its output, and :func:`pkn.psf.check_psf` refuses
+    one). The blur is the same up to that integer shift of the image."""
+    h, w = psf.shape
+    yy, xx = np.mgrid[:h, :w]
+    m = psf.sum()
+    dy = int(round(float((yy * psf).sum() / m) - h // 2))
+    dx = int(round(float((xx * psf).sum() / m) - w // 2))
+    out = np.zeros((h + 2 * abs(dy), w + 2 * abs(dx)), psf.dtype)
+    y0, x0 = abs(dy) - dy, abs(dx) - dx
+    out[y0 : y0 + h, x0 : x0 + w] = psf
     return out
 
 

@@ -195,6 +195,7 @@ def _noise_model(p: Prepared, noise):
             "estimated": "pkn.noise.calibrate per channel (marginal variance a * x + b)",
             "rho": [list(m.rho) for m in inp],
             "correlation_length": [m.length for m in inp],
+            "correlation": [_corr_list(m) for m in inp],
         }
         if desc["model"] == "poisson-gaussian":
             desc["a"] = [m.a for m in inp]
@@ -209,6 +210,21 @@ def _noise_model(p: Prepared, noise):
         return (lambda xw: noise_std_map(xw, (a, b + a * off))), desc
     desc = {"model": "awgn", "sigma": given, "estimated": False}
     return (lambda xw: noise_std_map(xw, given / p.scale)), desc
+
+
+def _corr_list(m) -> list:
+    """A noise model's ``(5, 5)`` correlation coefficients as nested lists (for ``info``)."""
+    return np.round(np.asarray(m.correlation, np.float64), 4).tolist()
+
+
+def correlation_of(desc: dict, plane: int = 0) -> np.ndarray | None:
+    """The per-channel noise correlation ``(C, 5, 5)`` an estimated noise description holds
+    (plane ``plane``'s when the noise was estimated per plane), for the models that take
+    it; ``None`` when the noise was given (treated as white)."""
+    if desc.get("scope") == "plane" and "planes" in desc:
+        desc = desc["planes"][plane]
+    c = desc.get("correlation")
+    return None if c is None else np.asarray(c, np.float64)
 
 
 def _noise(p: Prepared, noise):
@@ -509,6 +525,7 @@ def _pooled(inp: list, lo: float, s: float):
         "estimated": "pkn.noise.calibrate per channel, planes pooled (variance a * x + b)",
         "rho": [list(m.rho) for m in inp],
         "correlation_length": [m.length for m in inp],
+        "correlation": [_corr_list(m) for m in inp],
         "scope": "stack",
     }
     if desc["model"] == "poisson-gaussian":

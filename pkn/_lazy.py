@@ -24,7 +24,15 @@ import numpy as np
 import torch
 
 from . import _tiles
-from ._input import _DTYPES, Prepared, Stack, _check_channel_axis, check_strength, stack_noise
+from ._input import (
+    _DTYPES,
+    Prepared,
+    Stack,
+    _check_channel_axis,
+    check_strength,
+    correlation_of,
+    stack_noise,
+)
 
 __all__ = ["SAMPLE_BYTES", "WHITENESS_CHUNKS", "restore_lazy"]
 
@@ -249,6 +257,7 @@ def restore_lazy(
     xm = _rechunk(xm, depth, whole=not tiled)
 
     lo, sc, std_of, noise_desc, how, out_dtype, means_read = _calibration(xm, ca, noise)
+    corr = correlation_of(noise_desc)  # (C, 5, 5), one for the whole array; None: white
     wd = np.float64 if out_dtype is np.float64 else np.float32
     net = net.to(device or "cpu", torch.float64 if wd is np.float64 else torch.float32)
     one_chunk = len(xm.chunks[-2]) == 1 and len(xm.chunks[-1]) == 1
@@ -281,7 +290,7 @@ def restore_lazy(
                 std = std_of(0, p)
                 gidx = tuple(a[0] + i for a, i in zip(alo[: len(planes)], idx, strict=True))
                 m = None if means is None else means[gidx]
-                maps = _tiles.predict_maps(net, xw, std, m)
+                maps = _tiles.predict_maps(net, xw, std, m, corr)
                 y = run_filter(
                     spec, xw, maps, factor=net.factor, strength=strength, options=opts, **inputs
                 )

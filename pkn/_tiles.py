@@ -20,8 +20,6 @@ The caller loops over :func:`windows`; everything here works on one window.
 from __future__ import annotations
 
 import math
-import threading
-from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -155,65 +153,18 @@ def plane_mean(raw: np.ndarray, offset: float, scale: float, rows: int = 256) ->
     return (s / n - offset) / scale
 
 
-# The plane's mean for the window being predicted, per thread (dask runs windows in
-# several threads over one model).
-_STATE = threading.local()
-
-
-def _shift_features(module, args):
-    """Forward pre-hook of the network's first convolution: replace the window's mean by
-    the plane's in the image (and guide) features.
-
-    The features are pixel-unshuffled ``[image, log noise std, (guide), ...]``, four
-    channels each (:func:`pkn.models.network.input_features`): ``image = (x - m) / s``
-    with ``s = exp(log noise std)``. Adding ``(m_window - m_plane) / s`` gives
-    ``(x - m_plane) / s``.
-    """
-    d = getattr(_STATE, "delta", None)
-    if d is None:
-        return None
-    (f,) = args
-    inv = torch.exp(-f[:, 4:8])  # 1 / s, (B, 4, h, w)
-    f = f.clone()
-    f[:, 0:4] += d[0].to(f).view(-1, 1, 1, 1) * inv
-    if d[1] is not None:
-        f[:, 8:12] += d[1].to(f).view(-1, 1, 1, 1) * inv
-    return (f,)
-
-
-def _hooked(net) -> None:
-    """Install :func:`_shift_features` on ``net``'s first convolution (once)."""
-    inner = getattr(net, "net", net)
-    if not getattr(inner, "_pkn_mean_hook", False):
-        inner.enc1.register_forward_pre_hook(_shift_features)
-        inner._pkn_mean_hook = True
-
-
-@contextmanager
-def _delta(dx, dg):
-    old = getattr(_STATE, "delta", None)
-    _STATE.delta = (dx, dg)
-    try:
-        yield
-    finally:
-        _STATE.delta = old
-
-
-def predict_maps(net, x: torch.Tensor, std: torch.Tensor, mean=None) -> dict:
+def predict_maps(net, x: torch.Tensor, std: torch.Tensor, mean=None, correlation=None) -> dict:
     """``net.predict_maps`` on a window ``x`` ``(C, 1, h, w)`` (normalised) as if it saw
     the whole plane, whose per-channel mean (normalised units) is ``mean``; ``None``: the
     window is the whole plane. Colour input of a guided model gets the channel mean as
-    its guide, as :class:`pkn.Restorer` does."""
+    its guide, as :class:`pkn.Restorer` does. ``correlation``: the noise's ``(C, 5, 5)``
+    correlation coefficients (models that take it; ``None``: white)."""
     guided = net.guided and len(x) > 1
     guide = x.mean(0, keepdim=True).expand_as(x) if guided else None
     if mean is None:
-        return net.predict_maps(x, std, guide)
-    m = torch.as_tensor(np.asarray(mean, np.float64)).view(-1)
-    # the window's mean exactly as the network computes it (same op, same dtype)
-    dx = x.mean(dim=(-2, -1)).double().view(-1) - m
-    dg = None
-    if net.guided:  # gray input of a guided model: the image is its own guide
-        dg = dx if guide is None else guide.mean(dim=(-2, -1)).double().view(-1) - m.mean()
-    _hooked(net)
-    with _delta(dx, dg):
-        return net.predict_maps(x, std, guide)
+        return net.predict_maps(x, std, guide, correlation)
+    m = torch.as_tensor(np.asarray(mean, np.float64)).view(-1, 1, 1, 1).to(x)  # (C, 1, 1, 1)
+    gm = None
+    if net.guided:  # colour: the guide is the channel mean; gray: the image is its guide
+        gm = m.mean().view(1, 1, 1, 1).expand_as(m) if guided else m
+    return net.predict_maps(x, std, guide, correlation, mean=m, guide_mean=gm)

@@ -11,11 +11,20 @@ import numpy as np
 import torch
 
 from . import _tiles
-from ._input import Stack, _is_real, check_strength, estimate_noise, prepare, stack_noise
+from ._input import (
+    Stack,
+    _is_real,
+    check_strength,
+    correlation_of,
+    estimate_noise,
+    prepare,
+    stack_noise,
+)
 from ._threads import thread_policy
 from ._version import __version__
 from .models.pkn_model import run_filter
 from .models.procedural import get_spec, network_kernels, tasks, upsample_map
+from .psf import PSF, check_psf
 
 __all__ = ["Restoration", "Restorer", "estimate_noise", "prepare", "restore"]
 
@@ -134,12 +143,18 @@ class Restorer:
         _check_task_inputs(spec, task, blur, scale)
         self.task, self.kernel, self.spec, self.blur, self.scale = task, kernel, spec, blur, scale
         self.inputs: dict = {}
-        if "blur" in spec.inputs:
-            psf = np.ndim(blur) == 2
-            self.inputs["blur"] = torch.as_tensor(np.asarray(blur, np.float32)) if psf else blur
+        if "blur" in spec.inputs and not isinstance(blur, np.ndarray | torch.Tensor | PSF):
+            self.inputs["blur"] = blur  # a Gaussian sigma or (sigma_y, sigma_x, rho)
         _lazy_refused(image)
         self.stack = st = Stack(image, channel_axis, per_plane)
         H, W = st.a.shape[-2:]
+        if "blur" in spec.inputs and "blur" not in self.inputs:  # a PSF array, checked
+            try:
+                psf = check_psf(_psf_array(blur), image_shape=(H, W), name="blur")  # sums to 1
+            except ValueError as e:
+                msg = f"blur={_short(blur)}: {str(e).rstrip('.')}; accepted: {_BLUR_ACCEPTED}."
+                raise ValueError(msg) from None
+            self.inputs["blur"] = torch.as_tensor(psf)
         if "size" in spec.inputs:
             _check_size(st.a.shape, st.out_dtype, scale)
             self.inputs["size"] = (max(1, round(H * scale)), max(1, round(W * scale)))
@@ -184,10 +199,11 @@ class Restorer:
         """The maps of plane ``i``: the network once over the plane, or window by window
         with the plane's mean (:mod:`pkn._tiles`); the same maps either way."""
         st, net = self.stack, self.net
+        corr = correlation_of(self.noise_info, i)  # (C, 5, 5) or None (noise given: white)
         if not self._tiled():
             p = st.plane(i, self.device)
             with torch.no_grad():
-                return _tiles.predict_maps(net, p.x, self._std_of(i, p))
+                return _tiles.predict_maps(net, p.x, self._std_of(i, p), correlation=corr)
         H, W = st.a.shape[-2:]
         mean = _tiles.plane_mean(st.raw(i), st.offset[i], st.scale[i])
         margin = _tiles._round8(_tiles.receptive_field(net))
@@ -195,7 +211,7 @@ class Restorer:
         for (y0, y1, x0, x1), (wy0, wy1, wx0, wx1) in _tiles.windows(H, W, _tiles.TILE, margin):
             pw = st.window(i, (wy0, wy1, wx0, wx1), self.device)
             with torch.no_grad():
-                m = _tiles.predict_maps(net, pw.x, self._std_of(i, pw), mean)
+                m = _tiles.predict_maps(net, pw.x, self._std_of(i, pw), mean, corr)
             for name, v in m.items():
                 if v.shape[-2:] == (1, 1):
                     out.setdefault(name, v)
@@ -395,7 +411,13 @@ class Restorer:
         if auto is not None:
             info["strength_auto"] = auto
         if "blur" in self.spec.inputs:
-            info["blur"] = self.blur if np.ndim(self.blur) < 2 else "psf array"
+            info["blur"] = (
+                self.blur
+                if "blur" not in self.inputs or not isinstance(self.inputs["blur"], torch.Tensor)
+                else f"psf array {tuple(self.inputs['blur'].shape)}"
+            )
+            if isinstance(self.blur, PSF):
+                info["psf"] = self.blur.info
         if "size" in self.spec.inputs:
             info["scale"] = float(self.scale)
         return info
@@ -536,18 +558,25 @@ def _check_blur(blur) -> None:
         if not (np.isfinite(rho) and -1 < rho < 1):
             raise bad("rho must be in (-1, 1)")
         return
-    if isinstance(blur, np.ndarray | torch.Tensor):
-        a = np.asarray(blur.detach().cpu() if isinstance(blur, torch.Tensor) else blur)
-        if a.ndim != 2 or a.dtype.kind not in "uif" or a.dtype.kind == "b":
-            raise bad(
-                f"a PSF is a 2-D numeric array, got shape {a.shape} dtype {a.dtype}", TypeError
-            )
-        if max(a.shape) > MAX_PSF_SIDE or min(a.shape) < 1:
+    if isinstance(blur, np.ndarray | torch.Tensor | PSF):
+        a = _psf_array(blur)
+        if a.dtype.kind not in "uif" or a.dtype.kind == "b":
+            raise bad(f"a PSF is a numeric array, got dtype {a.dtype}", TypeError)
+        if a.ndim == 2 and (max(a.shape) > MAX_PSF_SIDE or min(a.shape) < 1):
             raise bad(f"the PSF is {a.shape[0]} x {a.shape[1]}")
-        if not np.isfinite(a).all() or (a < 0).any() or not a.sum() > 0:
-            raise bad("the PSF must be finite and >= 0 with a positive sum")
+        try:  # 2-D, finite, mass, border, centring: says what to do
+            check_psf(a, name="blur")
+        except ValueError as e:
+            raise bad(str(e).rstrip(".")) from None
         return
     raise bad(f"{type(blur).__name__} is not a blur", TypeError)
+
+
+def _psf_array(blur) -> np.ndarray:
+    """The array of a PSF given as numpy, torch or :class:`pkn.psf.PSF`."""
+    if isinstance(blur, PSF):
+        return np.asarray(blur.array)
+    return np.asarray(blur.detach().cpu() if isinstance(blur, torch.Tensor) else blur)
 
 
 def _check_size(shape: tuple, out_dtype, scale: float) -> None:

@@ -135,8 +135,10 @@ BAD_BLUR = [
     ((1.0, 1.0), TypeError, ["blur=(1.0, 1.0)", "three numbers"]),
     ((1.0, 2.0, 1.5), ValueError, ["blur=(1.0, 2.0, 1.5)", "rho"]),
     ((1.0, 1e6, 0.0), ValueError, ["blur=(1.0, 1000000.0, 0.0)", "sigma_y and sigma_x"]),
-    (-np.ones((3, 3)), ValueError, ["blur=", ">= 0 with a positive sum"]),
-    (np.ones((3, 3, 3)), TypeError, ["2-D numeric array", "(3, 3, 3)"]),
+    (-np.ones((3, 3)), ValueError, ["blur=", "positive sum"]),
+    (np.ones((3, 3, 3)), ValueError, ["blur=", "(3, 3, 3)", "pkn.psf.import_psf"]),
+    (np.pad(np.ones((3, 3)), ((1, 1), (1, 5))), ValueError, ["blur=", "centre"]),
+    (np.pad(np.ones((5, 5)), 1) + 0.5, ValueError, ["blur=", "border"]),
     (np.ones((1001, 1001)), ValueError, ["blur=<array of shape (1001, 1001)", "1001 x 1001"]),
 ]
 

@@ -76,7 +76,7 @@ def test_deblur_table_and_cache(tmp_path, models, capsys):
     levin = tmp_path / "levin.npz"
     k_even = np.zeros((4, 5), np.float32)
     k_even[1, 1:4] = 1.0  # even height: padded to odd
-    np.savez(levin, k00=np.ones((3, 3), np.float32), k01=k_even)
+    np.savez(levin, k00=np.pad(np.ones((3, 3), np.float32), 1), k01=k_even)
     cache = tmp_path / "cache.json"
     argv = [
         "--data", str(data), "--blurs", "1.5", "--noises", "0.01,0.05", "--levin",

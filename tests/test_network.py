@@ -278,7 +278,9 @@ def test_correlation_features_white_and_box():
     assert correlation_features(torch.stack([white, _box_correlation()])).shape == (2, 2)
 
 
-@pytest.mark.parametrize("bad", [torch.zeros(3, 3), torch.zeros(2, 5, 4), torch.full((5, 5), math.nan)])
+@pytest.mark.parametrize(
+    "bad", [torch.zeros(3, 3), torch.zeros(2, 5, 4), torch.full((5, 5), math.nan)]
+)
 def test_correlation_features_refuse_bad_input(bad):
     from pkn.models.network import correlation_features
 

@@ -40,8 +40,9 @@ def correlation_features(correlation, batch: int | None = None) -> torch.Tensor:
 
     with ``C`` the correlation coefficients at lags ``-2..2`` (lags beyond 2 count as
     uncorrelated). White noise gives ``(0, 0)``; white noise filtered by a 2x2 box
-    (correlation 0.5 at lag 1, 0.25 diagonally) gives ``r_2 = 9/4``. These are the quantities that decide how much averaging a kernel gets out of
-    its neighbourhood, at the network's own 1/2 and 1/4 scales.
+    (correlation 0.5 at lag 1, 0.25 diagonally) gives ``r_2 = 9/4``. These are the
+    quantities that decide how much averaging a kernel gets out of its neighbourhood,
+    at the network's own 1/2 and 1/4 scales.
 
     Parameters
     ----------
@@ -75,11 +76,23 @@ def correlation_features(correlation, batch: int | None = None) -> torch.Tensor:
     return out
 
 
+def _means(x, guide, mean, guide_mean):
+    """The means subtracted from the image and the guide: their own, or given ones."""
+    m = x.mean(dim=(-2, -1), keepdim=True) if mean is None else mean.to(x).view(-1, 1, 1, 1)
+    mg = None
+    if guide is not None:
+        mg = guide.mean(dim=(-2, -1), keepdim=True) if guide_mean is None else guide_mean
+        mg = mg.to(x).view(-1, 1, 1, 1)
+    return m, mg
+
+
 def input_features(
     x: torch.Tensor,
     noise_std: torch.Tensor,
     guide: torch.Tensor | None = None,
     correlation: torch.Tensor | None = None,
+    mean: torch.Tensor | None = None,
+    guide_mean: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Noise-normalized network input ``(B, 2 or 3 (+2), H, W)``.
 
@@ -89,12 +102,15 @@ def input_features(
     ``guide`` (for colour images the mean of all noisy channels, whose noise is lower;
     for gray images the image itself) channel 2 is the guide normalised like channel 0.
     With ``correlation`` features ``(B, 2)`` (:func:`correlation_features`) two constant
-    channels follow.
+    channels follow. ``mean`` / ``guide_mean`` ``(B, 1, 1, 1)`` replace the image's and the
+    guide's own means (a window of a larger plane is given the plane's, so that windows
+    see exactly what the whole plane would).
     """
     s = noise_std.clamp_min(_NOISE_FLOOR)  # (B, 1, 1|H, 1|W): log before expanding
-    feats = [(x - x.mean(dim=(-2, -1), keepdim=True)) / s, torch.log(s).expand_as(x)]
+    m, mg = _means(x, guide, mean, guide_mean)
+    feats = [(x - m) / s, torch.log(s).expand_as(x)]
     if guide is not None:
-        feats.append((guide - guide.mean(dim=(-2, -1), keepdim=True)) / s)
+        feats.append((guide - mg) / s)
     if correlation is not None:
         c = correlation.to(x)[:, :, None, None]  # (B, 2, 1, 1)
         feats.append(c.expand(x.shape[0], -1, *x.shape[-2:]))
@@ -138,8 +154,9 @@ class PKNet(nn.Module):
 
     Notes
     -----
-    ``forward(x, noise_std, guide=None, correlation=None)`` takes ``x`` ``(B, 1, H, W)``, ``noise_std``
-    broadcastable to it and optionally a guide ``(B, 1, H, W)``, and returns
+    ``forward(x, noise_std, guide=None, correlation=None, mean=None, guide_mean=None)``
+    takes ``x`` ``(B, 1, H, W)``, ``noise_std`` broadcastable to it, optionally a guide
+    ``(B, 1, H, W)``, correlation features and the means to subtract, and returns
     ``(B, n_out, ceil(H/2), ceil(W/2))``: map pixel ``(i, j)`` covers input pixels
     ``[2i, 2i+2) x [2j, 2j+2)``. Any input size works (inputs are mirrored up to a
     multiple of 8 internally).
@@ -174,6 +191,8 @@ class PKNet(nn.Module):
         noise_std: torch.Tensor,
         guide: torch.Tensor | None = None,
         correlation: torch.Tensor | None = None,
+        mean: torch.Tensor | None = None,
+        guide_mean: torch.Tensor | None = None,
     ) -> torch.Tensor:
         H, W = x.shape[-2:]
         if self.guided and guide is None:
@@ -184,11 +203,11 @@ class PKNet(nn.Module):
             c = correlation if correlation is not None else correlation_features(None)
             c = c.to(x).expand(x.shape[0], -1)
         if torch.is_grad_enabled():
-            f = input_features(x, noise_std, g, c)  # (B, 2|3 (+2), H, W)
+            f = input_features(x, noise_std, g, c, mean, guide_mean)  # (B, 2|3 (+2), H, W)
             f = F.pixel_unshuffle(_pad8(f), 2)  # (B, 4 * that, H8/2, W8/2)
             f = f.contiguous(memory_format=torch.channels_last)  # ~2x faster convs on CPU
         else:  # the same values, written once into their channels-last places
-            f = _unshuffled_features(x, noise_std, g, c)  # (B, 4 * (2|3 (+2)), H8/2, W8/2)
+            f = _unshuffled_features(x, noise_std, g, c, mean, guide_mean)  # (B, 4*(2|3(+2)), ..)
         e1 = _relu(self.enc1(f))  # (B, w1, H/2, W/2)
         e2 = _relu(self.enc2b(_relu(self.enc2a(F.avg_pool2d(e1, 2)))))  # (B, w2, H/4, W/4)
         e3 = _relu(self.enc3b(_relu(self.enc3a(F.avg_pool2d(e2, 2)))))  # (B, w3, H/8, W/8)
@@ -215,8 +234,10 @@ def _unshuffled_features(
     noise_std: torch.Tensor,
     guide: torch.Tensor | None,
     correlation: torch.Tensor | None = None,
+    mean: torch.Tensor | None = None,
+    guide_mean: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """``pixel_unshuffle(_pad8(input_features(x, noise_std, guide)), 2)`` in channels-last
+    """``pixel_unshuffle(_pad8(input_features(x, noise_std, guide, ...)), 2)`` in channels-last
     memory, without autograd: each feature is computed straight into its places of one
     ``(B, H8/2, W8/2, C, 2, 2)`` buffer (features are pixelwise, so padding the inputs
     first gives the same values), instead of a full-resolution stack, a concatenation,
@@ -227,9 +248,10 @@ def _unshuffled_features(
     full = s.shape[-2:] != (1, 1)  # a map (expanded), or one number per image
     if full:
         s = s.expand(s.shape[0], 1, H, W)
-    srcs = [(x, x.mean(dim=(-2, -1), keepdim=True))]
+    m, mg = _means(x, guide, mean, guide_mean)
+    srcs = [(x, m)]
     if guide is not None:
-        srcs.append((guide, guide.mean(dim=(-2, -1), keepdim=True)))
+        srcs.append((guide, mg))
     srcs = [(_pad8(t), m) for t, m in srcs]
     s = _pad8(s) if full else s
     H8, W8 = srcs[0][0].shape[-2:]

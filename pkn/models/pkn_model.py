@@ -141,19 +141,24 @@ class PKNModel(nn.Module):
         noise_std: torch.Tensor,
         guide: torch.Tensor | None = None,
         correlation=None,
+        *,
+        mean: torch.Tensor | None = None,
+        guide_mean: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Parameter maps at half resolution for single-channel ``x`` ``(B, 1, H, W)``.
 
         ``correlation``: the noise's correlation coefficients, ``(5, 5)`` or ``(B, 5, 5)``
         (:attr:`pkn.noise.NoiseModel.correlation`), or features ``(B, 2)``; ``None`` is
-        white noise. Models that do not take the correlation ignore it.
+        white noise. Models that do not take the correlation ignore it. ``mean`` /
+        ``guide_mean`` (``(B, 1, 1, 1)``): the means to subtract instead of ``x``'s and the
+        guide's own (a window of a larger plane is given the plane's).
         """
         c = None
         if self.correlated:
             c = correlation
             if not (isinstance(c, torch.Tensor) and c.ndim == 2 and c.shape[1] != 5):
                 c = correlation_features(c, batch=x.shape[0])  # (B, 2)
-        raw = self.net(x, noise_std, guide, c)  # (B, P, ceil(H/2), ceil(W/2))
+        raw = self.net(x, noise_std, guide, c, mean, guide_mean)  # (B, P, ceil(H/2), ceil(W/2))
         return self.spec.to_params(raw, _half(noise_std))
 
     def filter(self, x: torch.Tensor, maps: dict[str, torch.Tensor], **kw) -> torch.Tensor:

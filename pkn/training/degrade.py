@@ -76,8 +76,9 @@ def _kernel_correlation(k: torch.Tensor) -> torch.Tensor:
     """Correlation coefficients ``(5, 5)`` at lags -2..2 of white noise filtered by ``k``
     (its normalised autocorrelation)."""
     kh, kw = k.shape
-    ac = F.conv2d(F.pad(k.double()[None, None], (kw - 1, kw - 1, kh - 1, kh - 1)),
-                  k.double()[None, None])[0, 0]  # (2kh-1, 2kw-1), lag 0 at the centre
+    ac = F.conv2d(
+        F.pad(k.double()[None, None], (kw - 1, kw - 1, kh - 1, kh - 1)), k.double()[None, None]
+    )[0, 0]  # (2kh-1, 2kw-1), lag 0 at the centre
     ac = ac / ac[kh - 1, kw - 1]
     out = torch.zeros(5, 5, dtype=torch.float64)
     for dy in range(-2, 3):
@@ -108,8 +109,8 @@ def correlated_noise(
         if k is None:
             continue
         kh, kw = k.shape
-        big = tuple(shape[1:2]) + (shape[2] + kh - 1, shape[3] + kw - 1)
-        n = _randn(rng, (1,) + big)  # independent noise, valid convolution: no border bias
+        big = (1, shape[1], shape[2] + kh - 1, shape[3] + kw - 1)
+        n = _randn(rng, big)  # independent noise, valid convolution: no border bias
         noise[i] = F.conv2d(n.transpose(0, 1), k[None, None])[:, 0]
         corr[i] = _kernel_correlation(k)
     return noise, corr
@@ -160,8 +161,10 @@ def add_poisson_gaussian(
     if p_corr > 0:
         n, corr = correlated_noise(tuple(clean.shape), rng, p_corr)
         on = (corr[:, 2, 3].abs() + corr[:, 3, 2].abs() + corr[:, 3, 3].abs()) > 0
-        std = (torch.from_numpy(aa).float().view(B, 1, 1, 1) * clean.clamp_min(0)
-               + torch.from_numpy(bb).float().view(B, 1, 1, 1)).sqrt()
+        std = (
+            torch.from_numpy(aa).float().view(B, 1, 1, 1) * clean.clamp_min(0)
+            + torch.from_numpy(bb).float().view(B, 1, 1, 1)
+        ).sqrt()
         noisy = torch.where(on.view(B, 1, 1, 1), clean + std * n.to(clean), noisy)
     maps = torch.cat([noise_std_map(noisy[i : i + 1], (aa[i], bb[i])) for i in range(B)])
     return Degraded(noisy, maps, clean, correlation=corr)

@@ -7,11 +7,11 @@ leave it): ``box2`` (a 2x2 box: correlation 0.5 at lag 1), ``gauss0.7`` (isotrop
 Gaussian, std 0.7 px) and ``aniso`` (Gaussian 1.0 px along x, 0.4 px along y). Seeded,
 unclipped. Rows:
 
-- ``shipped``: the shipped white-noise model, told the true marginal std (as
-  ``pkn.restore`` with a perfect marginal noise estimate);
+- ``white``: a white-noise model (``--white``, e.g. the earlier shipped ``nlm``), told the
+  true marginal std (as ``pkn.restore`` with a perfect marginal noise estimate);
 - ``corr``: the correlation-aware model, told the true marginal std and correlation;
 - ``corr-white``: the same model told "white" (what the correlation input is worth);
-- ``corr-est`` / ``shipped-est``: both models with the noise (marginal std and
+- ``corr-est`` / ``white-est``: both models with the noise (marginal std and
   correlation) estimated from the noisy image by :func:`pkn.noise.calibrate`, as
   ``pkn.restore`` does;
 - ``global``: the kernel's per-image global optimum (one parameter set per image, chosen
@@ -38,7 +38,7 @@ from .denoise import load_kodak
 
 __all__ = ["KINDS", "ROWS", "main", "noise_kernel", "run"]
 
-ROWS = ("shipped", "corr", "corr-white", "shipped-est", "corr-est", "global")
+ROWS = ("white", "corr", "corr-white", "white-est", "corr-est", "global")
 KINDS = ("white", "box2", "gauss0.7", "aniso")
 
 
@@ -116,8 +116,8 @@ def run(
     kinds,
     rows,
     *,
-    model: str,
-    shipped: str = "nlm",
+    model: str = "nlm",
+    white: str | None = None,
     n_images: int | None = None,
     cache: str | None = None,
     threads: int = 0,
@@ -135,10 +135,15 @@ def run(
         raise SystemExit(f"unknown rows/kinds {bad}; rows: {ROWS}, kinds: {KINDS}.")
     images = load_kodak(Path(data) if data else data_root(), n_images)
     corr_net, corr_info = load_model(model)
-    base_net, base_info = load_model(shipped)
     if not corr_net.correlated:
         raise SystemExit(f"--model {model!r} does not take the noise correlation.")
-    tags = {"corr": corr_info["sha256"][:12], "shipped": base_info["sha256"][:12]}
+    tags = {"corr": corr_info["sha256"][:12]}
+    base_net = corr_net
+    if any(r.startswith("white") for r in rows):
+        if white is None:
+            raise SystemExit("rows white / white-est need --white MODEL (a white-noise model).")
+        base_net, base_info = load_model(white)
+        tags["white"] = base_info["sha256"][:12]
     path = Path(cache) if cache else None
     store = json.loads(path.read_text()) if path and path.is_file() else {}
     table: dict = {}
@@ -149,7 +154,7 @@ def run(
             for idx, (name, img) in enumerate(images):
                 noisy, est = None, None
                 for row in rows:
-                    who = "corr" if row.startswith("corr") else "shipped"
+                    who = "corr" if row.startswith("corr") else "white"
                     key = f"{kind}|{sigma}|{row}|{name}"
                     key += "" if row == "global" else f"|{tags[who]}"
                     if key not in store:
@@ -205,8 +210,10 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m benchmarks correlated", description=__doc__.split("\n\n")[0]
     )
-    p.add_argument("--model", required=True, help="the correlation-aware model")
-    p.add_argument("--shipped", default="nlm", help="the white-noise model to compare")
+    p.add_argument("--model", default="nlm", help="the correlation-aware model (default: nlm)")
+    p.add_argument(
+        "--white", default=None, help="a white-noise model for the rows white, white-est"
+    )
     p.add_argument("--sigmas", default="0.05,0.1,0.2")
     p.add_argument("--kinds", default=",".join(KINDS))
     p.add_argument("--rows", default=",".join(ROWS))
@@ -221,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         a.kinds.split(","),
         rows,
         model=a.model,
-        shipped=a.shipped,
+        white=a.white,
         n_images=a.images,
         cache=a.cache,
         threads=a.threads,

@@ -133,8 +133,8 @@ def centred(psf: np.ndarray) -> np.ndarray:
     h, w = psf.shape
     yy, xx = np.mgrid[:h, :w]
     m = psf.sum()
-    dy = int(round(float((yy * psf).sum() / m) - h // 2))
-    dx = int(round(float((xx * psf).sum() / m) - w // 2))
+    dy = round(float((yy * psf).sum() / m) - h // 2)
+    dx = round(float((xx * psf).sum() / m) - w // 2)
     out = np.zeros((h + 2 * abs(dy), w + 2 * abs(dx)), psf.dtype)
     y0, x0 = abs(dy) - dy, abs(dx) - dx
     out[y0 : y0 + h, x0 : x0 + w] = psf

@@ -330,6 +330,7 @@ def _train(net, groups, mode, options, steps, batch, crop, lr, a, seed, progress
         opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)) * 0.99 + 0.01
     )
     losses, done, cancelled, first = [], 0, False, None
+    corr = _correlation(groups)  # what pkn.restore will tell the network at inference
     for step in range(steps):
         if _cancelled(cancel):
             cancelled = True
@@ -337,12 +338,12 @@ def _train(net, groups, mode, options, steps, batch, crop, lr, a, seed, progress
         pairs = "clean" if mode == "clean" else mode == "n2n"
         x, std, target = sample(groups, batch, crop, gen, pairs=pairs)
         if mode == "blindspot":
-            loss = _blind_loss(net, x, std, options, gen)
+            loss = _blind_loss(net, x, std, options, gen, corr)
         else:
             if mode == "r2r":
                 n = torch.randn(x.shape, generator=gen) * std
                 x, target, std = x + a * n, x - n / a, std * math.sqrt(1 + a * a)
-            loss = (_forward(net, x, std, options) - target).square().mean()
+            loss = (_forward(net, x, std, options, corr) - target).square().mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -382,7 +383,7 @@ def _blind_grid(shape, r: int, gen: torch.Generator) -> tuple[torch.Tensor, torc
     return centre, block
 
 
-def _blind_predict(net, x, std, options, centre, block):
+def _blind_predict(net, x, std, options, centre, block, corr=None):
     """The model's blind-spot output on ``x`` and its sum of (non-centre) weights, both
     J-invariant at the ``centre`` pixels.
 
@@ -403,7 +404,7 @@ def _blind_predict(net, x, std, options, centre, block):
         for dx in range(-r, r + 1):
             if dy or dx:
                 fill = fill + _shift(mc, dy, dx)
-    maps = net.predict_maps(torch.where(block, fill, x), std)
+    maps = net.predict_maps(torch.where(block, fill, x), std, correlation=corr)
     fn = inspect.signature(net.spec.function).parameters
     ps = options.get("patch_size", fn["patch_size"].default if "patch_size" in fn else 1)
     ss = options.get("search_size", fn["search_size"].default)
@@ -414,11 +415,11 @@ def _blind_predict(net, x, std, options, centre, block):
     return num / den, den
 
 
-def _blind_loss(net, x, std, options, gen) -> torch.Tensor:
+def _blind_loss(net, x, std, options, gen, corr=None) -> torch.Tensor:
     """The J-invariant estimate of the ordinary filter's squared error at a random grid of
     centres (see :func:`_centre_corrected`)."""
     centre, block = _blind_grid(x.shape, options["blind_spot"], gen)
-    yb, w = _blind_predict(net, x, std, options, centre, block)
+    yb, w = _blind_predict(net, x, std, options, centre, block, corr)
     sel = centre.expand_as(x)
     var = std.expand_as(x)[sel].square()
     return _centre_corrected(yb[sel], w[sel], x[sel], var).mean()
@@ -450,10 +451,24 @@ def _shift(t: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
     return out
 
 
-def _forward(net: PKNModel, x: torch.Tensor, std: torch.Tensor, options: dict) -> torch.Tensor:
+def _correlation(groups) -> np.ndarray | None:
+    """The noise correlation ``(5, 5)`` the network is told while adapting: the mean of
+    the groups' estimated correlations (as :func:`pkn.restore` passes them), or None when
+    the noise was given (restore then treats it as white)."""
+    from ._input import correlation_of
+
+    cs = [correlation_of(g.noise) for g in groups]
+    if any(c is None for c in cs):
+        return None
+    return np.mean([c.mean(axis=0) for c in cs], axis=0)
+
+
+def _forward(
+    net: PKNModel, x: torch.Tensor, std: torch.Tensor, options: dict, corr=None
+) -> torch.Tensor:
     """The model on crops ``x`` ``(B, 1, s, s)``, each its own image (with ``joint`` the
     distances come from the crop itself, not from the batch read as colour channels)."""
-    maps = net.predict_maps(x, std)
+    maps = net.predict_maps(x, std, correlation=corr)
     kw = {"guide": x} if options.get("joint") else {}
     return run_filter(net.spec, x, maps, factor=net.factor, options=options, **kw)
 

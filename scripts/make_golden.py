@@ -13,7 +13,9 @@ independently of a changed noise estimator).
 History: written before the kernel-registry refactor (issue #10) and checked unchanged
 after it; the automatic-noise cases were regenerated when ``pkn.noise.calibrate``
 replaced the Haar estimate (issue #11, intended); the ``-given`` cases (noise given) come
-from the code before the refactor (commit b62a097).
+from the code before the refactor (commit b62a097), except those of ``nlm`` and
+``nlm-wide``, regenerated (``--only nlm/``, ``--only nlm-wide/``) when the correlation-aware
+``nlm`` replaced the white-noise one and ``nlm-wide`` was added (issue #11, intended).
 """
 
 from __future__ import annotations

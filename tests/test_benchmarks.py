@@ -428,15 +428,37 @@ def test_correlated_table_rows_and_cache(tmp_path, monkeypatch, capsys):
             p.copy_(0.1 * torch.randn(p.shape, generator=g))
     path = save_model(model, tmp_path / "c.safetensors")
     cache = tmp_path / "cache.json"
-    argv = ["--model", str(path), "--sigmas", "0.1", "--kinds", "white,box2",
-            "--cache", str(cache)]
+    white = save_model(
+        PKNModel("nlm", guided=True, options={"joint": True}), tmp_path / "w.safetensors"
+    )
+    argv = [
+        "--model",
+        str(path),
+        "--white",
+        str(white),
+        "--sigmas",
+        "0.1",
+        "--kinds",
+        "white,box2",
+        "--cache",
+        str(cache),
+    ]
     rc, out, _ = _run(correlated, argv, capsys)
     assert rc == 0 and "| box2 | 0.1 |" in out and "corr-est" in out
-    t = correlated.run([0.1], ["box2"], list(correlated.ROWS), model=str(path),
-                       cache=str(cache), log=lambda *_: None)
+    t = correlated.run(
+        [0.1],
+        ["box2"],
+        list(correlated.ROWS),
+        model=str(path),
+        white=str(white),
+        cache=str(cache),
+        log=lambda *_: None,
+    )
     r = t["box2"][0.1]
     assert r["corr"]["psnr"] != r["corr-white"]["psnr"]  # the model was told something
     keys = json.loads(cache.read_text())
     assert len(keys) == 2 * 2 * len(correlated.ROWS)  # 2 kinds x 2 images x rows
     with pytest.raises(SystemExit, match="correlation"):
-        correlated.run([0.1], ["box2"], ["corr"], model="nlm", log=print)
+        correlated.run([0.1], ["box2"], ["corr"], model=str(white), log=print)
+    with pytest.raises(SystemExit, match="--white"):
+        correlated.run([0.1], ["box2"], ["white"], model=str(path), log=print)

@@ -32,6 +32,7 @@ __all__ = [
     "result_specs",
     "unit_suffix",
     "units_text",
+    "update_layers",
 ]
 
 PROBE_NAME = "PKN probe (kernel weights)"  # one layer, updated in place
@@ -103,8 +104,16 @@ def derived_geometry(layer, factors=None, offsets=None, extra_axis: bool = False
     return geo
 
 
-def _robust_max(v: np.ndarray, q: float = 99.5) -> float:
+def _finite(v: np.ndarray) -> np.ndarray:
+    """The finite values of ``v``, at least float32 (percentiles of float16 maps are
+    computed in float32)."""
+    v = np.asarray(v)
     finite = v[np.isfinite(v)]
+    return finite.astype(np.float32) if finite.dtype == np.float16 else finite
+
+
+def _robust_max(v: np.ndarray, q: float = 99.5) -> float:
+    finite = _finite(v)
     m = float(np.percentile(finite, q)) if finite.size else 0.0
     return m if m > 0 else float(finite.max()) if finite.size and finite.max() > 0 else 1.0
 
@@ -121,7 +130,7 @@ def contrast_limits(limits: str, values: np.ndarray) -> tuple[float, float]:
     if limits == "symmetric":
         m = _robust_max(np.abs(values))
         return (-m, m)
-    finite = values[np.isfinite(values)]
+    finite = _finite(values)
     if not finite.size:
         return (0.0, 1.0)
     lo, hi = (float(v) for v in np.percentile(finite, [0.5, 99.5]))
@@ -258,6 +267,19 @@ def put_layers(viewer, specs: list[tuple]) -> list:
     return out
 
 
+def update_layers(layers: list, specs: list[tuple]) -> None:
+    """Give existing layers the data, placement and metadata of ``specs`` (as made for
+    them by :func:`result_specs`), keeping everything the user set (contrast, colormap,
+    visibility, their place in the list): a preview moving to another plane."""
+    for layer, (data, kw, kind) in zip(layers, specs, strict=True):
+        if kind == "vectors":
+            layer.data, layer.features = data, kw["features"]
+        else:
+            layer.data = data
+        layer.translate = kw["translate"]
+        layer.metadata = kw["metadata"]
+
+
 # ---------------------------------------------------------------- output layers
 
 
@@ -276,6 +298,7 @@ def result_specs(layer, job, show_maps: bool = True, show_qc: bool | None = None
     src, base, meta = job.source, base_name(layer.name, job.entry.name), job.provenance()
     (h, w), (ho, wo) = src.spatial, job.image.shape[len(src.lead) : len(src.lead) + 2]
     fy, fx = h / ho, w / wo
+    at, ones = _origin(job), (1.0,) * len(src.lead)
     out = {
         "name": base,
         "rgb": src.rgb,
@@ -283,7 +306,7 @@ def result_specs(layer, job, show_maps: bool = True, show_qc: bool | None = None
         "gamma": layer.gamma,
         "blending": layer.blending,
         "metadata": {"pkn": meta},
-        **derived_geometry(layer, (fy, fx), (0.5 * fy - 0.5, 0.5 * fx - 0.5)),
+        **derived_geometry(layer, (*ones, fy, fx), (*at, 0.5 * fy - 0.5, 0.5 * fx - 0.5)),
     }
     if not src.rgb:
         out["colormap"] = layer.colormap
@@ -305,8 +328,10 @@ def result_specs(layer, job, show_maps: bool = True, show_qc: bool | None = None
             "visible": show_maps,
             "colorbar": True,
             "metadata": {"pkn": {**meta, **about}},
-            **map_style(p, values),
-            **derived_geometry(layer, (f, f), (0.5 * f - 0.5,) * 2, extra_axis=src.rgb),
+            **map_style(p, _style_sample(values, len(src.lead))),
+            **derived_geometry(
+                layer, (*ones, f, f), (*at, 0.5 * f - 0.5, 0.5 * f - 0.5), extra_axis=src.rgb
+            ),
         }
         specs.append((np.moveaxis(values, -1, 0) if src.rgb else values, kw, "image"))
     if kernel.glyphs and set(kernel.glyphs) <= set(job.maps):
@@ -339,9 +364,35 @@ def qc_spec(layer, job, visible: bool = False) -> tuple:
         "contrast_limits": QC_LIMITS,
         "visible": visible,
         "metadata": {"pkn": {**meta, **about}},
-        **derived_geometry(layer, extra_axis=src.rgb),
+        **_placed(layer, job, extra_axis=src.rgb),
     }
     return data, kw, "image"
+
+
+def _style_sample(values, n_lead: int):
+    """The values a map's contrast limits come from: all of an in-memory map, the middle
+    plane of a lazy (dask) one (never read whole)."""
+    if type(values).__module__.startswith("dask") and n_lead:
+        mid = tuple(n // 2 for n in values.shape[:n_lead])
+        return np.asarray(values[mid])
+    return values
+
+
+def _origin(job) -> tuple:
+    """Where a job's arrays start along the input's leading axes: the previewed plane
+    (:attr:`napari_pkn._scripting.Job.origin`), else 0."""
+    lead = job.source.lead
+    at = getattr(job, "origin", None)
+    return tuple(float(i) for i in at) if at is not None else (0.0,) * len(lead)
+
+
+def _placed(layer, job, extra_axis: bool = False) -> dict:
+    """Geometry of a layer on the input's grid that starts at the job's origin."""
+    at = _origin(job)
+    if not any(at):
+        return derived_geometry(layer, extra_axis=extra_axis)
+    n = layer.ndim
+    return derived_geometry(layer, np.ones(n), (*at, *([0.0] * (n - len(at)))), extra_axis)
 
 
 def glyphs(
@@ -361,12 +412,13 @@ def glyphs(
     Returns
     -------
     (numpy.ndarray, dict)
-        Vectors data ``(N, 2, n_lead + 2)`` in input data coordinates, and features
-        ``elongation`` (``sqrt(lambda_max / lambda_min)``) and ``sigma_major``.
+        Vectors data ``(N, 2, n_lead + 2)`` (float32) in input data coordinates, and
+        features ``elongation`` (``sqrt(lambda_max / lambda_min)``) and ``sigma_major``
+        (float32); a glyph every :func:`glyph_step` map pixels.
     """
     s1, s2, r = (np.asarray(maps[k], np.float64) for k in names)
     h, w = s1.shape[n_lead : n_lead + 2]
-    step = max(1, round(max(h, w) / 32))
+    step = glyph_step(h, w)
     rows, cols = np.arange(step // 2, h, step), np.arange(step // 2, w, step)
     sub = np.ix_(*[np.arange(n) for n in s1.shape[:n_lead]], rows, cols)
     s1, s2, r = (v.mean(-1) if rgb else v for v in (s1, s2, r))
@@ -389,12 +441,23 @@ def glyphs(
     proj = np.zeros_like(centre)
     proj[:, -2] = (np.sin(theta) * length).ravel()  # rows: +y
     proj[:, -1] = (np.cos(theta) * length).ravel()  # columns: +x
-    data = np.stack([centre - proj / 2, proj], axis=1)
+    data = np.stack([centre - proj / 2, proj], axis=1).astype(np.float32)
     feats = {
-        "elongation": np.minimum(np.sqrt(lam1 / lam2), 100.0).ravel(),
-        "sigma_major": major.ravel(),
+        "elongation": np.minimum(np.sqrt(lam1 / lam2), 100.0).ravel().astype(np.float32),
+        "sigma_major": major.ravel().astype(np.float32),
     }
     return data, feats
+
+
+GLYPH_MIN_STEP = 4  # map pixels between glyphs, at least (8 input pixels for NLM-like maps)
+
+
+def glyph_step(h: int, w: int) -> int:
+    """Map pixels between orientation glyphs on an ``h x w`` map: about 32 along the
+    longer side, at least :data:`GLYPH_MIN_STEP` apart (a stack keeps every plane's
+    glyphs: small planes would otherwise get one per few pixels, as many bytes as the
+    image; at most 1 glyph (32 bytes) per 16 map pixels)."""
+    return max(GLYPH_MIN_STEP, round(max(h, w) / 32))
 
 
 def vectors_spec(layer, job, show_maps: bool = True) -> tuple:
@@ -409,13 +472,13 @@ def vectors_spec(layer, job, show_maps: bool = True) -> tuple:
         "edge_color": "elongation",
         "edge_colormap": "viridis",
         "edge_contrast_limits": (1.0, max(hi, 1.5)),
-        "edge_width": max(0.25, 0.12 * f * max(1, round(max(src.spatial) / f / 32))),
+        "edge_width": max(0.25, 0.12 * f * glyph_step(*(-(-n // int(f)) for n in src.spatial))),
         "vector_style": "line",
         "length": 1.0,
         "opacity": 1.0,
         "visible": show_maps,
         "metadata": {"pkn": {**meta, "parameter": "principal axis of the covariance"}},
-        **derived_geometry(layer),
+        **_placed(layer, job),
     }
     return data, kw, "vectors"
 

@@ -105,7 +105,7 @@ def test_stacks_and_dtypes(viewer, cells):
     stack = np.stack([cells[:24, :24], cells[24:48, :24]]).astype(np.int16)
     out, sigma, _, qc = napari_pkn.restore_layer(viewer, viewer.add_image(stack, name="t"))
     assert out.data.shape == stack.shape and out.data.dtype == np.float32
-    assert qc.data.shape == stack.shape and qc.data.dtype == np.float32
+    assert qc.data.shape == stack.shape and qc.data.dtype == np.float16  # half the bytes
     assert sigma.data.shape == (2, 12, 12) and out.metadata["pkn"]["planes"] == 2
     with pytest.raises(TypeError, match="bool pixels"):
         napari_pkn.restore_layer(viewer, viewer.add_image(np.ones((8, 8), bool)))
@@ -286,7 +286,8 @@ def test_qc_layer_is_the_residual_in_noise_std(viewer, cells):
     np.testing.assert_allclose(qc.scale, layer.scale)
     np.testing.assert_allclose(qc.translate, layer.translate)
     expected = (cells.astype(np.float64) - out.data) / 6.0  # known noise: sigma 6
-    np.testing.assert_allclose(qc.data, expected, atol=1e-4)
+    assert qc.data.dtype == np.float16  # 3 significant digits: plenty for a [-4, 4] display
+    np.testing.assert_allclose(qc.data, expected, rtol=1e-3, atol=1e-3)
     assert qc.colormap.name == "coolwarm" and tuple(qc.contrast_limits) == (-4.0, 4.0)
     assert qc.metadata["pkn"]["units"] == "noise std"
     w = out.metadata["pkn"]["whiteness"]
@@ -386,7 +387,7 @@ def test_psf_layer_is_imported_from_a_bead(viewer, cells):
     out = napari_pkn.restore_layer(viewer, cells_layer(viewer, cells), "deblur", blur=stack)[0]
     np.testing.assert_array_equal(stack.data, before)
     meta = out.metadata["pkn"]
-    assert meta["psf_layer"] == "bead3d" and meta["blur"] == "psf array"
+    assert meta["psf_layer"] == "bead3d" and meta["blur"].startswith("psf array")
     assert meta["psf"]["plane"] == 1 and meta["psf"]["source_shape"] == [3, 21, 25]
     assert meta["psf"]["background"] == pytest.approx(100, abs=5)
     psf, _ = eng.psf_from_layer(stack)

@@ -80,6 +80,14 @@ class OptionsForm(QWidget):
             "own automatic estimate and strength 1"
         )
         self.noise_info.setWordWrap(True)
+        self.per_plane = QCheckBox("noise per plane")
+        self.per_plane.setToolTip(
+            "stacks: estimate the noise of every plane on its own. Off (default): one noise "
+            "model for the whole stack, pooled over its planes (planes of one camera share "
+            "its noise; one plane alone gives a noisier estimate)"
+        )
+        self.per_plane.setVisible(False)
+        self.stack = False  # the chosen layer is a stack (the widget says): per_plane shown
         self.sigma = _spin(0, 1e9, 0.05, tip="standard deviation, in the image's units")
         self.a = _spin(0, 1e9, 0.01, tip="variance = a * intensity + b (image units)")
         self.b = _spin(-1e12, 1e12, 0.0, tip="variance = a * intensity + b (image units)")
@@ -126,6 +134,7 @@ class OptionsForm(QWidget):
             ("kernel", self.kernel),
             ("noise", self.noise_mode),
             ("", self.noise_info),
+            ("", self.per_plane),
             ("sigma", self.sigma),
             ("a", self.a),
             ("b", self.b),
@@ -229,6 +238,7 @@ class OptionsForm(QWidget):
         """Show only the rows the chosen kernel and modes use."""
         needs, noise = self.inputs(), self.noise_mode.currentData()
         blur, psf = "blur" in needs, self.blur_mode.currentData() == "psf"
+        self.per_plane.setVisible(self.stack and noise == "auto")
         self._show(self.sigma, noise == "gaussian")
         self._show(self.a, noise == "poisson-gaussian")
         self._show(self.b, noise == "poisson-gaussian")
@@ -307,13 +317,15 @@ class OptionsForm(QWidget):
     _VALUES = ("blur_sigma", "factor")
 
     def noise_state(self) -> dict:
-        """The settings that belong to one image: noise mode and values, strength."""
+        """The settings that belong to one image: noise mode and values, strength, and
+        (stacks) whether the noise is estimated per plane."""
         return {
             "noise_mode": self.noise_mode.currentData(),
             "sigma": float(self.sigma.value()),
             "a": float(self.a.value()),
             "b": float(self.b.value()),
             "strength": float(self.strength.value()),
+            "per_plane": self.per_plane.isChecked(),
         }
 
     def set_noise_state(self, state: dict | None) -> None:
@@ -326,6 +338,7 @@ class OptionsForm(QWidget):
             if k in state:
                 getattr(self, k).setValue(float(state[k]))
         self.set_strength(state.get("strength", 1.0))
+        self.per_plane.setChecked(bool(state.get("per_plane", False)))
         self.update_rows()
 
     def state(self) -> dict:

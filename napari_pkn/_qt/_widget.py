@@ -11,11 +11,19 @@ chosen denoising model on the chosen layer(s) in a worker (progress, Cancel), sa
 the user's folder, lists and selects it; "Load model..." and "Save model as..." add and
 copy model files. Importing this module does not import torch: that happens when the
 widget is created.
+
+Stacks get one noise model, pooled over their planes and estimated once per layer ("noise
+per plane" asks for each plane's own). A dask-backed stack is never read whole: Run
+restores the plane shown (a preview that follows the dims slider, debounced) and "All
+planes" computes the whole stack chunk by chunk, in memory when the result fits
+:func:`napari_pkn._stacks.memory_budget`, else into OME-Zarr files shown lazily.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 from napari.layers import Image, Vectors
@@ -32,7 +40,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from .. import _adapting, _layers
+from .. import _adapting, _layers, _stacks
 from .._layers import readable
 from . import _settings
 from ._adapt import AdaptPanel
@@ -96,6 +104,9 @@ class PKNWidget(QWidget):
         self._shut = False  # shutdown() ran
         self._watched_window = None
         self._abort_note = None  # why a run was stopped (other than Cancel)
+        self._noise_cache: dict = {}  # (layer name, id(data)) -> _stacks.StackNoise
+        self._all_job = None  # the running "All planes" computation
+        self.all_planes: dict = {}  # input layer name -> its "All planes" layers
 
         self._estimated_for = None  # the layer whose noise (and settings) the form shows
         self.form = OptionsForm(eng.catalogue())
@@ -103,6 +114,12 @@ class PKNWidget(QWidget):
         self.run_button = QPushButton("Run")
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
+        self.all_button = QPushButton("All planes")
+        self.all_button.setToolTip(
+            "a lazy (dask) stack is previewed one plane at a time: restore every plane, "
+            "chunk by chunk, into memory when the result fits, else into OME-Zarr files"
+        )
+        self.all_button.setVisible(False)
         self.hint = QLabel("")  # why Run is disabled
         self.hint.setWordWrap(True)
         self.hint.setVisible(False)
@@ -122,6 +139,7 @@ class PKNWidget(QWidget):
 
         buttons = QHBoxLayout()
         buttons.addWidget(self.run_button)
+        buttons.addWidget(self.all_button)
         buttons.addWidget(self.cancel_button)
         lay = QVBoxLayout(self)
         lay.addWidget(self.form)
@@ -141,6 +159,13 @@ class PKNWidget(QWidget):
         self._timer.setSingleShot(True)
         self._timer.setInterval(DEBOUNCE_MS)
         self._timer.timeout.connect(self._apply_strength)
+        self._step_timer = QTimer(self)  # the preview follows the dims slider, debounced
+        self._step_timer.setSingleShot(True)
+        self._step_timer.setInterval(DEBOUNCE_MS)
+        self._step_timer.timeout.connect(self._move_preview)
+        self.all_button.clicked.connect(lambda *_: self.restore_all())
+        self.form.per_plane.toggled.connect(lambda *_: self._show_estimate())
+        napari_viewer.dims.events.current_step.connect(self._on_step)
         self.run_button.clicked.connect(lambda *_: self.run())
         self.cancel_button.clicked.connect(self.cancel)
         self.form.auto.clicked.connect(self.auto_strength)
@@ -216,23 +241,53 @@ class PKNWidget(QWidget):
                 self.form.set_strength(self.job.strength)
         self._refresh_psf_layers()
         self._update_plan()
+        if layer is not None:
+            self.probe.channel.setVisible(bool(layer.rgb))
+        self._show_estimate()
+
+    def _show_estimate(self) -> None:
+        """The noise line for the chosen layer: the model a run will use (a stack: one
+        model pooled over its planes, estimated once; per plane: the plane shown)."""
+        layer = self.input_layer()
+        self.form.stack = False
         if layer is None:
+            self.form.update_rows()
             self.form.set_estimate(None, "choose an image layer to estimate its noise")
             return
-        self.probe.channel.setVisible(bool(layer.rgb))
+        saved = self._per_image.get(layer.name)
         try:
             src = self._eng.source_from_layer(layer)
-            plane = src.plane(self._plane_of(layer, src.lead))
-            (h, w), m = plane.shape[:2], ESTIMATE_MAX_SIDE
-            y0, x0 = max(0, (h - m) // 2), max(0, (w - m) // 2)
-            desc = self._eng.estimate_noise(plane[y0 : y0 + m, x0 : x0 + m], src.rgb)
+            self.form.stack = bool(src.lead)
+            self.form.update_rows()
+            pooled = src.lead and not src.rgb and not self.form.per_plane.isChecked()
+            sn = self.stack_noise(layer, src) if pooled else None
+            if sn is not None and sn.desc:
+                desc, scope = sn.desc, sn.text()
+            else:
+                plane = src.plane(self._plane_of(layer, src.lead))
+                (h, w), m = plane.shape[:2], ESTIMATE_MAX_SIDE
+                y0, x0 = max(0, (h - m) // 2), max(0, (w - m) // 2)
+                desc = self._eng.estimate_noise(plane[y0 : y0 + m, x0 : x0 + m], src.rgb)
+                scope = "one model per plane (the plane shown)" if src.lead else ""
         except Exception as e:  # any layer: a message, never a traceback
+            self.form.update_rows()
             self.form.set_estimate(None, readable(f"cannot restore this layer: {e}"))
             return
-        text = f"{noise_text(desc)} for {layer.name!r}"
+        text = f"{noise_text(desc)}; {scope}" if scope else noise_text(desc)
+        text += f" for {layer.name!r}"
         if saved is not None and saved.get("noise_mode") != "auto":
             text += f"; using the noise you set for {layer.name!r}"
         self.form.set_estimate(desc, text)
+
+    def stack_noise(self, layer, source=None):
+        """The one noise model of the stack ``layer`` (a :class:`napari_pkn._stacks.
+        StackNoise`), estimated once per layer and data: pooled over every plane in
+        memory, over a bounded sample of planes of a lazy (dask) layer."""
+        src = source if source is not None else self._eng.source_from_layer(layer)
+        key = (layer.name, id(src.data))
+        if key not in self._noise_cache:
+            self._noise_cache[key] = _stacks.stack_noise(src, None, False)
+        return self._noise_cache[key]
 
     def _bind(self, layer) -> None:
         """Let the slider and the probe act on ``layer``'s shown restoration, or on none."""
@@ -249,6 +304,7 @@ class PKNWidget(QWidget):
             self.job, self.input, self.outputs = None, None, []
             self._rendered = None
         self.probe.forget()
+        self._update_all_button()
 
     def _plane_of(self, layer, lead: tuple) -> tuple:
         """Index of the leading axes of ``layer`` that the viewer shows now."""
@@ -270,7 +326,14 @@ class PKNWidget(QWidget):
                 blur, extra = self._eng.psf_from_layer(layer, source.spatial)
         strength = f.strength.value()
         return self._eng.Options(
-            task, f.kernel.currentData(), f.noise(), blur, f.factor.value(), strength, extra
+            task,
+            f.kernel.currentData(),
+            f.noise(),
+            blur,
+            f.factor.value(),
+            strength,
+            extra,
+            per_plane=bool(source.lead) and f.per_plane.isChecked(),
         )
 
     def run_blocker(self) -> str:
@@ -316,13 +379,30 @@ class PKNWidget(QWidget):
             self._pending_render = False
             self._render_worker.quit()
         plane = self._plane_of(layer, source.lead)
-        job = self._eng.Job(source, opts, entry, layer.name, auto_plane=plane)
+        lazy = bool(source.lead) and _stacks.is_lazy(source.data)
+        noise = None
+        if source.lead and opts.noise is None and not opts.per_plane and not source.rgb:
+            noise = self._noise_cache.get((layer.name, id(source.data)))
+        try:
+            job = self._eng.Job(
+                source,
+                opts,
+                entry,
+                layer.name,
+                auto_plane=plane,
+                preview=plane if lazy else None,
+                noise=noise,
+            )
+        except (TypeError, ValueError) as e:
+            self._fail(str(e))
+            return
         self._started = time.perf_counter()
         self._running_on = layer
+        what = f"plane {plane} of {layer.name!r} (preview)" if lazy else repr(layer.name)
         self._start(
             job.run(),
             job.total,
-            f"running {entry.name} on {layer.name!r} ...",
+            f"running {entry.name} on {what} ...",
             lambda result: self._on_done(job, layer, result),
         )
 
@@ -369,6 +449,8 @@ class PKNWidget(QWidget):
         if self._adapt_job is not None:
             self._adapt_job.cancel()  # the worker then ends by itself, nothing saved
         else:
+            if self._all_job is not None:
+                self._all_job.cancel()  # stops dask at its next task
             self._worker.quit()
 
     def _set_running(self, worker, finished=None) -> None:
@@ -377,11 +459,11 @@ class PKNWidget(QWidget):
         self._worker = worker
         idle = worker is None
         if idle:
-            self._adapt_job = None
+            self._adapt_job = self._all_job = None
             self._running_on = None
         if self._closed:
             return
-        for b in (self.form.auto, self.adapt_panel.adapt_button):
+        for b in (self.form.auto, self.adapt_panel.adapt_button, self.all_button):
             b.setEnabled(idle)
         self.adapt_panel.load_button.setEnabled(idle)
         self.cancel_button.setEnabled(not idle)
@@ -411,6 +493,8 @@ class PKNWidget(QWidget):
     def _on_progress(self, step) -> None:
         if self._closed:
             return
+        if step[1] != self.progress.maximum():
+            self.progress.setMaximum(step[1])
         self.progress.setValue(step[0])
         self._say(step[2])
 
@@ -439,6 +523,9 @@ class PKNWidget(QWidget):
         specs = _layers.result_specs(layer, job, show, qc)
         outputs = _layers.put_layers(self.viewer, specs)
         self._results[layer.name] = (job, layer, outputs)
+        if job.noise is not None and job.noise.desc and not job.options.per_plane:
+            if job.source.lead and job.options.noise is None and not job.source.rgb:
+                self._noise_cache[(layer.name, id(job.source.data))] = job.noise
         psf = job.options.extra or {}
         if "psf" in psf:  # the PSF actually used, with its provenance
             spec = _layers.psf_spec(layer, job.options.blur, psf)
@@ -451,9 +538,11 @@ class PKNWidget(QWidget):
                 self.form.set_strength(job.strength)
         self.viewer.layers.selection.active = outputs[0]
         seconds = time.perf_counter() - self._started
-        n = job.source.n_planes
+        n = job.n_planes
         meta = job.provenance()
         noise = noise_text(meta["noise"])
+        if job.noise is not None and job.noise.text():
+            noise += f"; {job.noise.text()}"
         auto = f"; strength {job.strength:.2f} chosen by SURE" if job.strength_is_auto else ""
         where = (
             ""
@@ -464,10 +553,18 @@ class PKNWidget(QWidget):
                 else f" (for {layer.name!r})"
             )
         )
-        self._say(f"done: {n} plane{'s' * (n > 1)} in {seconds:.1f} s{where}; {noise}{auto}")
+        done = f"done: {n} plane{'s' * (n > 1)} in {seconds:.1f} s"
+        if job.preview is not None:
+            done = (
+                f"preview of plane {job.preview} of {job.source.n_planes} in {seconds:.1f} s "
+                "(lazy layer: it follows the slider; 'All planes' restores the stack)"
+            )
+        self._say(f"{done}{where}; {noise}{auto}")
+        self._update_all_button()
         if not bound:
             return
         self._show_whiteness(meta)
+        self._on_step()  # a preview: the slider may have moved on while it ran
         if not self.probe.refresh() and job.kernel.pixel_grid == "input":
             self.probe.info.setText("tick 'probe' and click a pixel to see its weights")
         if self.form.strength.value() != job.strength:
@@ -515,6 +612,8 @@ class PKNWidget(QWidget):
             self._fail(f"Auto strength is for {AUTO_TASK}; set the strength by hand.")
             return
         plane = self._plane_of(self.input, job.source.lead)
+        if plane not in job.restorers:  # a preview not yet on the plane shown: its plane
+            plane = job.preview
 
         def choose():
             where = f" on plane {plane}" if plane else ""
@@ -608,6 +707,146 @@ class PKNWidget(QWidget):
         for ly in self.outputs:
             if ly in self.viewer.layers and _is_qc(ly):
                 ly.visible = on
+
+    # ------------------------------------------------------- lazy stacks: preview, all
+    def _update_all_button(self) -> None:
+        if self._closed:
+            return
+        job = self.job
+        self.all_button.setVisible(job is not None and job.preview is not None)
+
+    def _on_step(self, *_) -> None:
+        """The dims slider moved: a preview follows it (debounced)."""
+        if self._closed:
+            return
+        job = self.job
+        if job is not None and job.preview is not None and self.input is not None:
+            if self._plane_of(self.input, job.source.lead) != job.preview:
+                self._step_timer.start()
+
+    def _move_preview(self) -> None:
+        """Restore the plane now shown and put it in the preview's layers (in place)."""
+        job, layer = self.job, self.input
+        if self._closed or job is None or job.preview is None or layer is None:
+            return
+        plane = self._plane_of(layer, job.source.lead)
+        if plane == job.preview:
+            return
+        if self.busy:  # after the running step
+            self._step_timer.start()
+            return
+        opts = replace(job.options, strength=job.strength)
+        new = self._eng.Job(
+            job.source,
+            opts,
+            job.entry,
+            job.layer_name,
+            kernel=job.kernel,
+            preview=plane,
+            noise=job.noise,
+        )
+        new.model_record = job.model_record
+        self._running_on = layer
+        self._start(
+            new.run(),
+            new.total,
+            f"preview: plane {plane} of {layer.name!r} ...",
+            lambda result: self._on_moved(new, layer, result),
+        )
+
+    def _on_moved(self, job, layer, result) -> None:
+        if isinstance(result, Failure):
+            self._fail(result.message)
+            return
+        got = self._results.get(layer.name)
+        if got is None or layer not in self.viewer.layers:
+            return
+        outputs = [ly for ly in got[2] if ly in self.viewer.layers]
+        if len(outputs) != len(got[2]):
+            return  # the user removed a preview layer: Run makes them again
+        specs = _layers.result_specs(layer, job)
+        _layers.update_layers(outputs, specs)
+        self._results[layer.name] = (job, layer, outputs)
+        if self.input is not None and self.input.name == layer.name:
+            self.job, self._rendered = job, job.strength
+            self.probe.forget()
+            self._show_whiteness(job.provenance())
+        self._say(f"preview: plane {job.preview} of {layer.name!r}")
+        if self.job is job:
+            self._on_step()  # the slider moved on meanwhile
+            if self.form.strength.value() != job.strength:
+                self._timer.start()
+
+    def restore_all(self, path=None, budget=None) -> None:
+        """Restore every plane of the previewed lazy layer with the preview's model,
+        noise and strength, chunk by chunk in a worker: into memory when the result fits
+        the memory budget (``budget`` bytes, default
+        :func:`napari_pkn._stacks.memory_budget`), else into OME-Zarr files at ``path``
+        (a file dialog without it) opened lazily. Adds the layers ``"<name> [PKN
+        <model>] all planes"`` (and its maps and QC); the preview stays."""
+        if self._closed:
+            return
+        if self._worker is not None:
+            show_warning("PKN is already running: wait for it or press Cancel.")
+            return
+        job, layer = self.job, self.input
+        if job is None or job.preview is None or layer is None:
+            self._fail("'All planes' restores a previewed lazy stack: press Run first.")
+            return
+        opts = replace(job.options, strength=job.strength)
+        try:
+            noise = job.noise.argument if job.noise is not None else job.options.noise
+            run = _stacks.AllPlanes(
+                job.source, opts, job.entry, noise, job.kernel, path=path, budget=budget
+            )
+            if run.needs_path:
+                chosen = self._ask_path(layer, run)
+                if not chosen:
+                    self._say("all planes: not written (no file chosen)")
+                    return
+                run.path = Path(chosen)
+        except (TypeError, ValueError) as e:
+            self._fail(str(e))
+            return
+        self._all_job = run
+        self._running_on = layer
+        self._started = time.perf_counter()
+        self._start(
+            run.run(),
+            run.total,
+            f"all planes of {layer.name!r} ...",
+            lambda result: self._on_all_done(job, run, layer, result),
+        )
+
+    def _ask_path(self, layer, run) -> str:
+        gib = run.bytes / 2**30
+        path, _ = QFileDialog.getSaveFileName(
+            self,
+            f"The result ({gib:.1f} GiB) does not fit in memory: write it as OME-Zarr",
+            f"{layer.name}_pkn.ome.zarr",
+            "OME-Zarr (*.ome.zarr *.zarr)",
+        )
+        return path
+
+    def _on_all_done(self, job, run, layer, result) -> None:
+        if isinstance(result, Failure):
+            self._fail(result.message)
+            return
+        if result is None:
+            self._say("all planes cancelled: no layer was added")
+            return
+        if layer not in self.viewer.layers:
+            self._fail(f"layer {layer.name!r} was removed while PKN ran; nothing was added.")
+            return
+        view = _AllView(job, run)
+        show, qc = self.form.show_maps.isChecked(), self.form.show_qc.isChecked()
+        specs = _layers.result_specs(layer, view, show, qc)
+        for _, kw, _ in specs:
+            kw["name"] = kw["name"].replace("]", "] all planes", 1)
+        self.all_planes[layer.name] = _layers.put_layers(self.viewer, specs)
+        seconds = time.perf_counter() - self._started
+        where = "in memory" if run.in_memory else f"in {run.path} (read lazily)"
+        self._say(f"all {job.source.n_planes} planes of {layer.name!r} in {seconds:.1f} s, {where}")
 
     # ------------------------------------------------------------------ adaptation
     def adapt_layers(self) -> list:
@@ -734,6 +973,8 @@ class PKNWidget(QWidget):
             self._abort_note = (
                 f"layer {running.name!r} was removed while PKN ran; nothing was added."
             )
+            if self._all_job is not None:
+                self._all_job.cancel()
             self._worker.quit()
 
     def shutdown(self) -> None:
@@ -754,8 +995,12 @@ class PKNWidget(QWidget):
             ev.disconnect(self._refresh_layers)
         events.removed.disconnect(self._on_removed)
         self.viewer.layers.selection.events.changed.disconnect(self._update_plan)
+        self.viewer.dims.events.current_step.disconnect(self._on_step)
+        if self._all_job is not None:
+            self._all_job.cancel()
         if _alive(self):  # Qt parts (gone when the viewer deleted the widget first)
             self._timer.stop()
+            self._step_timer.stop()
             self.probe.enabled.setChecked(False)
             _settings.save(self.form.state())
 
@@ -793,6 +1038,32 @@ class PKNWidget(QWidget):
     def _window_closed(self, win) -> None:
         if not _alive(win) or not win.isVisible():  # closed (not cancelled by a dialog)
             self.shutdown()
+
+
+class _AllView:
+    """An "All planes" result as :func:`napari_pkn._layers.result_specs` reads a job:
+    the preview job's source, model and noise with the whole stack's arrays (numpy, or
+    dask read from OME-Zarr) and provenance. No orientation glyphs (they would read every
+    map)."""
+
+    def __init__(self, job, run):
+        self.source, self.entry, self.options = job.source, job.entry, job.options
+        self.kernel = replace(job.kernel, glyphs=())
+        self.image, self.maps, self.qc = run.image, run.maps, run.qc
+        self.origin = None
+        self._meta = {
+            **run.info,
+            "input_layer": job.layer_name,
+            "planes": job.source.n_planes,
+            "strength": job.strength,
+            **(job.options.extra or {}),
+        }
+        if job.noise is not None and job.noise.desc:
+            self._meta["noise"] = {**job.noise.desc, "planes": job.noise.n_planes}
+            self._meta["noise"]["sampled_planes"] = list(job.noise.sampled)
+
+    def provenance(self) -> dict:
+        return dict(self._meta)
 
 
 PSF_NEEDED = (

@@ -22,3 +22,12 @@ def notes():
     notification_manager.notification_ready.connect(got.append)
     yield got
     notification_manager.notification_ready.disconnect(got.append)
+
+
+@pytest.fixture(scope="session")
+def napari_plugins():
+    """npe2 discovers the installed plugins once per session, as napari does at start-up
+    (a second discovery would register the plugin's commands twice)."""
+    from napari.plugins import _initialize_plugins
+
+    _initialize_plugins()

@@ -144,6 +144,8 @@ NOT_DISPATCH = {
     "_qt/_run.py": {"sigma", "a", "b"},
     "_layers.py": {"affine", "sigma1", "sigma2", "rho"},
     "_qt/_probe.py": {"affine"},  # napari's layer keyword (geometry copied to the probe)
+    "_stacks.py": {"sigma", "a", "b", "c"},  # noise-description keys; "c" the channel axis
+    "_writer.py": {"affine", "d"},  # napari's layer keyword; a format spec
 }
 
 

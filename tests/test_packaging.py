@@ -267,6 +267,8 @@ def _imports(folder: str) -> dict[str, set[str]]:
                 top = mod.split(".")[0]
                 if top in sys.stdlib_module_names or top in FIRST_PARTY or top == "__future__":
                     continue
+                if folder == "tests" and (REPO / "tests" / f"{top}.py").is_file():
+                    continue  # a sibling test module (tests/ is on pytest's path)
                 dist = _norm(DISTRIBUTION.get(top, top))
                 found.setdefault(dist, set()).add(f.relative_to(REPO).as_posix())
     return found

@@ -16,11 +16,8 @@ from napari_pkn._sample_data import (
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _plugins():
+def _plugins(napari_plugins):
     """npe2 discovers the installed plugins (napari does this at start-up)."""
-    from napari.plugins import _initialize_plugins
-
-    _initialize_plugins()
 
 
 def test_fluorescence_sample():

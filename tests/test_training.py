@@ -519,14 +519,16 @@ def test_correlated_fraction_and_white_stream_unchanged():
 def test_finetune_from_a_shipped_model_adds_the_correlation_input(data_dir, tmp_path):
     out = tmp_path / "corr"
     cfg = _cfg(data_dir, out)
-    cfg.init, cfg.correlated, cfg.guided = "nlm", 0.5, False
+    cfg.kernel, cfg.init, cfg.correlated = "nlm-sigma", "nlm-sigma", 0.5  # a white-noise model
     summary = train(cfg, progress=False)
-    model, meta = load_model(out / "nlm.safetensors")
-    assert model.correlated and model.guided and model.joint  # the shipped nlm's set-up
+    model, meta = load_model(out / "nlm-sigma.safetensors")
+    base, base_meta = load_model("nlm-sigma")
+    assert model.correlated and not base.correlated
+    assert model.guided == base.guided and model.options == base.options  # its set-up kept
     assert meta["n_parameters"] == summary["n_parameters"] < 20_000
-    base, _ = load_model("nlm")
+    assert summary["init"] == {"model": "nlm-sigma", "sha256": base_meta["sha256"]}
     assert model.net.enc1.weight.shape[1] == base.net.enc1.weight.shape[1] + 8
     cfg2 = _cfg(data_dir, tmp_path / "bad")
-    cfg2.init, cfg2.kernel = "nlm", "gaussian"
+    cfg2.init, cfg2.kernel = "nlm-sigma", "gaussian"
     with pytest.raises(ValueError, match="init"):
         train(cfg2, progress=False)

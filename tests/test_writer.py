@@ -13,11 +13,8 @@ from napari_pkn._writer import NAMESPACE, get_reader, read_layers, write_layers
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _plugins():
+def _plugins(napari_plugins):
     """npe2 discovers the installed plugins (napari does this at start-up)."""
-    from napari.plugins import _initialize_plugins
-
-    _initialize_plugins()
 
 
 PROV = {"pkn": {"kernel": "nlm", "model_sha256": "abc123", "noise": [0.01, 1e-4]}}

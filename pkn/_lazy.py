@@ -321,7 +321,12 @@ def restore_lazy(
         return da.map_overlap(
             chunk,
             xm,
-            depth={xm.ndim - 2: depth, xm.ndim - 1: depth},
+            # no halo along an axis held in one chunk (dask refuses a halo larger than
+            # the array, and a single chunk needs none)
+            depth={
+                xm.ndim - 2: depth if len(ychunks) > 1 else 0,
+                xm.ndim - 1: depth if len(xchunks) > 1 else 0,
+            },
             boundary="none",
             trim=False,
             dtype=object,

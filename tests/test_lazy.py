@@ -156,3 +156,14 @@ def test_lazy_refusals_name_the_argument(kw, match):
 def test_restorer_refuses_lazy_input_and_says_what_to_do():
     with pytest.raises(TypeError, match=r"use pkn\.restore"):
         pkn.Restorer(da.zeros((32, 32), np.float32))
+
+
+def test_planes_smaller_than_the_halo_work_lazily():
+    """A 48 x 40 plane is smaller than the halo (56 px): one chunk per plane, no halo,
+    the in-memory result."""
+    da = pytest.importorskip("dask.array")
+    rng = np.random.default_rng(3)
+    x = (0.5 + 0.1 * rng.standard_normal((2, 48, 40))).astype(np.float32)
+    lazy = pkn.restore(da.from_array(x, chunks=(1, 48, 40)), noise=0.1)
+    ref = pkn.restore(x, noise=0.1)
+    np.testing.assert_allclose(lazy.image.compute(), ref.image, atol=1e-5)

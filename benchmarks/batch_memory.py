@@ -1,4 +1,4 @@
-"""``python -m benchmarks.batch_memory``: peak memory of ``python -m pkn restore`` on a
+"""``python -m benchmarks batch_memory``: peak memory of ``python -m pkn restore`` on a
 big uint16 stack, OME-Zarr in, OME-Zarr out (the lazy path).
 
 The input, ``(planes, 2048, 2048)`` uint16 (``--size``), is generated plane by plane into
@@ -110,7 +110,7 @@ def run_batch(src: Path, out: Path, extra: list[str]) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.batch_memory", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m benchmarks batch_memory", description=__doc__)
     p.add_argument("--planes", default="4,16", help="plane counts to run, comma-separated")
     p.add_argument("--size", default="2048x2048", help="HxW of a plane")
     p.add_argument(
@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(r)
         print(json.dumps({k: v for k, v in r.items() if k != "rss_samples_mib"}), flush=True)
     lines = [
-        f"`python -m benchmarks.batch_memory --planes {a.planes} --size {a.size} "
+        f"`python -m benchmarks batch_memory --planes {a.planes} --size {a.size} "
         f'--args="{a.args}"` (PKN_THREADS={env.get("PKN_THREADS", "unset")}, '
         f"{os.cpu_count()} CPUs)",
         "",

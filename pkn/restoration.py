@@ -102,6 +102,12 @@ class Restorer:
     at full resolution (:attr:`p` and :attr:`noise_std` are built on access). The
     network and the filter run in windows on planes over 512 x 512 pixels.
 
+    The network, :attr:`net`, is the Restorer's own copy (in eval mode, frozen; a model
+    object given as ``model=`` is copied, never changed). After construction :meth:`render`
+    and :meth:`probe` use only its kernel and options, not its weights, so many Restorers
+    of one job may share one network by assigning the same identical model to their
+    ``net`` (the napari plugin does this for the planes of a stack).
+
     Examples
     --------
     >>> import numpy as np, pkn

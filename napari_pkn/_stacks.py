@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import os
 import threading
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -98,8 +99,9 @@ def sample_planes(n: int, plane_bytes: int, budget: int) -> list[int]:
 class StackNoise:
     """The noise model a stack is restored with.
 
-    ``argument`` is what each plane's :class:`pkn.Restorer` gets as ``noise=`` (a sigma,
-    ``(a, b)``, or None: each plane estimated on its own), ``desc`` the model's
+    ``argument`` is what each plane's :class:`pkn.Restorer` gets as ``noise=`` (the
+    user's sigma or ``(a, b)``, the stack's :class:`pkn.noise.NoiseModel` per channel, or
+    None: each plane estimated on its own), ``desc`` the model's
     description (as ``Restoration.info["noise"]``; None per plane), ``n_planes`` the
     planes it is for and ``sampled`` the planes it was estimated on (all of them for an
     in-memory stack).
@@ -158,20 +160,21 @@ def stack_noise(source, noise, per_plane: bool = False) -> StackNoise:
     """The noise a stack ``source`` (:class:`napari_pkn._scripting.Source`) is restored
     with, given the user's ``noise`` (None: estimated).
 
-    One plane, a noise given by the user, ``per_plane`` or an RGB stack (its model is
-    per channel, which a plane's Restorer cannot be given): ``noise`` as it is (RGB and
-    ``per_plane``: each plane estimated on its own). Otherwise one model pooled over the
-    planes by :func:`pkn.estimate_noise`: of the whole stack in memory, of at most
-    :data:`pkn._lazy.SAMPLE_BYTES` of planes spread over a lazy one (or one of a dtype
-    pkn converts, e.g. int16).
+    One plane, a noise given by the user or ``per_plane``: ``noise`` as it is
+    (``per_plane``: each plane estimated on its own). Otherwise one model per channel
+    pooled over the planes by :func:`pkn.calibrate` (marginal variance and correlation):
+    of the whole stack in memory, of at most :data:`pkn._lazy.SAMPLE_BYTES` of planes
+    spread over a lazy one (or one of a dtype pkn converts, e.g. int16); every plane's
+    Restorer is given these models (an RGB stack: one per channel).
     """
     from pkn import _lazy
-    from pkn.restoration import estimate_noise
+    from pkn._input import describe_models
+    from pkn.noise import calibrate
 
     n = source.n_planes
     if n <= 1 or noise is not None:  # one plane, or the user's noise: as given
         return StackNoise(noise, {}, n)
-    if per_plane or source.rgb or source.spatial[1] in (3, 4):  # x of 3 or 4: pkn
+    if per_plane or (not source.rgb and source.spatial[1] in (3, 4)):  # x of 3 or 4: pkn
         return StackNoise(None, None, n)  # would take it for colour; planes one by one
     data = source.data
     native = np.dtype(data.dtype) in (np.uint8, np.uint16, np.float32, np.float64)
@@ -183,8 +186,12 @@ def stack_noise(source, noise, per_plane: bool = False) -> StackNoise:
     else:
         picks = list(range(n))
         planes = source.data
-    desc = estimate_noise(planes)
-    return StackNoise(noise_argument(desc), desc, n, picks)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a noiseless channel: floored as pkn.restore does
+        models = calibrate(planes, channel_axis=-1) if source.rgb else (calibrate(planes),)
+    how = "pkn.noise.calibrate per channel, planes pooled (variance a * x + b)"
+    desc = {**describe_models(models, how), "scope": "stack"}
+    return StackNoise(tuple(models), desc, n, picks)
 
 
 def result_bytes(source, n_maps: int, out_shape: tuple, qc: bool) -> int:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .noise import calibrate, estimate_awgn, noise_std_map
+from .noise import NoiseModel, calibrate, estimate_awgn, noise_std_map
 
 __all__ = [
     "MAX_VALUE",
@@ -100,8 +100,9 @@ def _is_real(v) -> bool:
 
 
 _NOISE_ACCEPTED = (
-    "None or 'auto' (estimated), a sigma >= 0 (a finite number, input units), or a "
-    "Poisson-Gaussian pair (a, b) of finite numbers with a >= 0 (variance a * x + b)"
+    "None or 'auto' (estimated), a sigma >= 0 (a finite number, input units), a "
+    "Poisson-Gaussian pair (a, b) of finite numbers with a >= 0 (variance a * x + b), or "
+    "a pkn.calibrate NoiseModel (one for every channel, or a tuple of one per channel)"
 )
 
 
@@ -116,6 +117,15 @@ def check_noise(noise, lo: float | None = None, hi: float | None = None):
         return None
     if isinstance(noise, str):
         raise ValueError(f"noise {noise!r} not understood; use {_NOISE_ACCEPTED}.")
+    if isinstance(noise, NoiseModel):
+        return (noise,)
+    if isinstance(noise, tuple | list) and noise and isinstance(noise[0], NoiseModel):
+        if not all(isinstance(m, NoiseModel) for m in noise):
+            raise TypeError(
+                f"noise: a sequence of noise models must hold NoiseModels only, got "
+                f"{[type(m).__name__ for m in noise]}; accepted: {_NOISE_ACCEPTED}."
+            )
+        return tuple(noise)
     if isinstance(noise, tuple | list | np.ndarray) and np.ndim(noise) >= 1:
         if np.ndim(noise) != 1 or len(noise) != 2:
             raise ValueError(
@@ -171,37 +181,21 @@ def _noise_model(p: Prepared, noise):
             warnings.simplefilter("ignore")  # a noiseless channel: its std is floored below
             # x[c]: (1, H, W), or (k, h, w) crops of a big plane (Stack.calibration_sample)
             models = [calibrate(x[c].cpu().numpy()) for c in range(x.shape[0])]
-        if all(m.kind == "awgn" for m in models):
-            t = torch.tensor([m.std_at_mean for m in models], dtype=x.dtype, device=x.device)
-            t = t.view(-1, 1, 1, 1).clamp_min(1e-6)
-
-            def std_fn(xw):
-                return t.to(xw)
-        else:
-
-            def std_fn(xw):
-                H, W = xw.shape[-2:]
-                return torch.cat(
-                    [
-                        noise_std_map(xw[c : c + 1], m).expand(1, 1, H, W)
-                        for c, m in enumerate(models)
-                    ]
-                )
-
         inp = [m.normalised(-p.offset / p.scale, 1.0 / p.scale) for m in models]  # input units
-        desc = {
-            "model": "awgn" if all(m.kind == "awgn" for m in inp) else "poisson-gaussian",
-            "sigma": [m.std_at_mean for m in inp],  # marginal std at each channel's mean
-            "estimated": "pkn.noise.calibrate per channel (marginal variance a * x + b)",
-            "rho": [list(m.rho) for m in inp],
-            "correlation_length": [m.length for m in inp],
-            "correlation": [_corr_list(m) for m in inp],
-        }
-        if desc["model"] == "poisson-gaussian":
-            desc["a"] = [m.a for m in inp]
-            desc["b"] = [m.b for m in inp]
-        return std_fn, desc
+        how = "pkn.noise.calibrate per channel (marginal variance a * x + b)"
+        return _model_std(x, models, inp, how)
     given = check_noise(noise)
+    if isinstance(given, tuple) and isinstance(given[0], NoiseModel):
+        C = x.shape[0]
+        if len(given) not in (1, C):
+            raise ValueError(
+                f"noise: {len(given)} noise models for an image of {C} channels; give one "
+                f"for every channel or one per channel."
+            )
+        inp = list(given) * C if len(given) == 1 else list(given)
+        models = [m.normalised(p.offset, p.scale) for m in inp]  # normalised units
+        std_fn, desc = _model_std(x, models, inp, None)
+        return std_fn, {**desc, "given": "NoiseModel (pkn.calibrate)"}
     if isinstance(given, tuple):
         a0, b0 = given
         a, b = a0 / p.scale, b0 / p.scale**2
@@ -212,15 +206,52 @@ def _noise_model(p: Prepared, noise):
     return (lambda xw: noise_std_map(xw, given / p.scale)), desc
 
 
+def _model_std(x, models, inp, how: str | None):
+    """``(std_fn, desc)`` from per-channel noise models in normalised (``models``) and
+    input units (``inp``); ``how`` they were estimated (None: given by the caller)."""
+    if all(m.kind == "awgn" for m in models):
+        t = torch.tensor([m.std_at_mean for m in models], dtype=x.dtype, device=x.device)
+        t = t.view(-1, 1, 1, 1).clamp_min(1e-6)
+
+        def std_fn(xw):
+            return t.to(xw)
+    else:
+
+        def std_fn(xw):
+            H, W = xw.shape[-2:]
+            return torch.cat(
+                [noise_std_map(xw[c : c + 1], m).expand(1, 1, H, W) for c, m in enumerate(models)]
+            )
+
+    return std_fn, describe_models(inp, how)
+
+
+def describe_models(inp, how: str | None = None) -> dict:
+    """The description (as ``Restoration.info["noise"]``) of per-channel noise models in
+    input units; ``how`` they were estimated (None: given by the caller)."""
+    desc = {
+        "model": "awgn" if all(m.kind == "awgn" for m in inp) else "poisson-gaussian",
+        "sigma": [m.std_at_mean for m in inp],  # marginal std at each channel's mean
+        "estimated": how or False,
+        "rho": [list(m.rho) for m in inp],
+        "correlation_length": [m.length for m in inp],
+        "correlation": [_corr_list(m) for m in inp],
+    }
+    if desc["model"] == "poisson-gaussian":
+        desc["a"] = [m.a for m in inp]
+        desc["b"] = [m.b for m in inp]
+    return desc
+
+
 def _corr_list(m) -> list:
     """A noise model's ``(5, 5)`` correlation coefficients as nested lists (for ``info``)."""
     return np.round(np.asarray(m.correlation, np.float64), 4).tolist()
 
 
 def correlation_of(desc: dict, plane: int = 0) -> np.ndarray | None:
-    """The per-channel noise correlation ``(C, 5, 5)`` an estimated noise description holds
-    (plane ``plane``'s when the noise was estimated per plane), for the models that take
-    it; ``None`` when the noise was given (treated as white)."""
+    """The per-channel noise correlation ``(C, 5, 5)`` a noise description holds (plane
+    ``plane``'s when the noise was estimated per plane), for the models that take it: the
+    estimated or given NoiseModels'; ``None`` for a sigma or ``(a, b)`` given (white)."""
     if desc.get("scope") == "plane" and "planes" in desc:
         desc = desc["planes"][plane]
     c = desc.get("correlation")

@@ -687,12 +687,16 @@ def restore(
     kernel : str, optional
         ``"nlm"`` (default for denoise), ``"bilateral"``, ``"gaussian"``,
         ``"anisotropic"``, ``"polyblur"`` (deblur) or ``"rbf"`` (upsample).
-    noise : None, "auto", float or (float, float)
-        ``None``/``"auto"``: estimated from the image (Poisson-Gaussian fit, falling back
-        to per-channel AWGN when the signal-dependent part is negligible; see ``.info``).
+    noise : None, "auto", float, (float, float) or NoiseModel
+        ``None``/``"auto"``: estimated from the image (:func:`pkn.calibrate`: marginal
+        variance ``a * x + b`` and spatial correlation per channel; see ``.info``).
         A float is the AWGN sigma in the units of the input values; a pair ``(a, b)``
         (tuple, list or numpy array; ``a >= 0``) the Poisson-Gaussian variance
-        ``a * x + b`` in input units, positive somewhere in the image's range.
+        ``a * x + b`` in input units, positive somewhere in the image's range; both are
+        treated as white noise. A :class:`pkn.noise.NoiseModel` from :func:`pkn.calibrate`
+        (one for every channel, or a tuple of one per channel, as ``calibrate(...,
+        channel_axis=...)`` returns) is used as given, its correlation included: calibrate
+        once, on a whole stack or a camera's dark/flat frames, and restore many images.
     blur : float, (float, float, float) or 2-D array
         Deblurring only (refused for the other tasks): Gaussian sigma (px, at most
         :data:`MAX_BLUR_SIGMA`), ``(sigma_y, sigma_x, rho)`` or a PSF (at most

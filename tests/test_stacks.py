@@ -145,3 +145,25 @@ def test_big_planes_and_stacks_calibrate_the_noise_on_bounded_crops(monkeypatch)
         noise = r.info["noise"]
         sig = noise["planes"][0]["sigma"] if "planes" in noise else noise["sigma"]
         assert sig[0] == pytest.approx(0.05, rel=0.1)
+
+
+def test_a_calibrated_noise_model_is_used_as_given():
+    """noise=pkn.calibrate(...) (per channel) gives what the pooled estimate gives, its
+    correlation included; a wrong number of models is refused."""
+    rng = np.random.default_rng(11)
+    xx = np.mgrid[0:64, 0:72][1]
+    base = 0.5 + 0.2 * np.sin(xx / 6.0)[..., None] * np.array([1.0, 0.8, 0.6])
+    stack = np.stack([base + 0.05 * rng.standard_normal(base.shape) for _ in range(3)])
+    stack = stack.astype(np.float32)  # (z, y, x, c)
+    models = pkn.calibrate(stack, channel_axis=-1)
+    ref = pkn.restore(stack, channel_axis=-1)
+    given = pkn.restore(stack, channel_axis=-1, noise=models)
+    np.testing.assert_allclose(given.image, ref.image, atol=1e-6)
+    assert given.info["noise"]["correlation"] == ref.info["noise"]["correlation"]
+    assert given.info["noise"]["given"].startswith("NoiseModel")
+    one = pkn.restore(stack[..., 0], noise=models[0])  # one model, gray stack
+    assert one.info["noise"]["sigma"] == [models[0].std_at_mean]
+    with pytest.raises(ValueError, match="2 noise models for an image of 3 channels"):
+        pkn.restore(stack, channel_axis=-1, noise=models[:2])
+    with pytest.raises(TypeError, match="NoiseModels only"):
+        pkn.restore(stack, channel_axis=-1, noise=(models[0], 0.1))

@@ -81,12 +81,14 @@ def test_a_stack_gets_one_noise_model_unless_asked(viewer_widget, qtbot):
     job = widget.job
     pooled = pkn.noise.calibrate(stack)  # all planes pooled
     want = pooled.std_at_mean if pooled.kind == "awgn" else (pooled.a, pooled.b)
-    assert job.noise.argument == pytest.approx(want, rel=1e-6)
+    (arg,) = job.noise.argument  # the stack's NoiseModel, given to every plane
+    assert (arg.a, arg.b) == pytest.approx((pooled.a, pooled.b), rel=1e-6)
     used = [r.noise_info for r in job.restorers.values()]
     assert len(used) == 10
-    for u in used:  # every plane's Restorer got that one model
-        got = u["sigma"] if u["model"] == "awgn" else (u["a"], u["b"])
+    for u in used:  # every plane's Restorer got that one model, correlation included
+        got = u["sigma"][0] if u["model"] == "awgn" else (u["a"][0], u["b"][0])
         assert got == pytest.approx(want, rel=1e-6)
+        assert u["correlation"] == [np.round(pooled.correlation, 4).tolist()]
     meta = widget.outputs[0].metadata["pkn"]
     assert meta["noise"]["scope"] == "stack" and meta["noise"]["planes"] == 10
     assert "one model for 10 planes" in widget.status.text()

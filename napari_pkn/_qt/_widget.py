@@ -411,15 +411,24 @@ class PKNWidget(QWidget):
         with progress and Cancel; ``on_done(result)`` gets what it returns."""
         self.progress.setRange(0, total)
         self.progress.setValue(0)
+        self._cancelling = False
         self._say(message)
         worker = create_worker(guarded, gen, _start_thread=False)
         worker.yielded.connect(self._on_progress)
         worker.returned.connect(lambda result: None if self._closed else on_done(result))
         aborted = aborted or "cancelled: no layer was added"
         worker.aborted.connect(lambda: self._on_aborted(aborted))
-        worker.finished.connect(lambda: self._set_running(None, worker))
+        worker.finished.connect(lambda: self._finished(worker, aborted))
         self._set_running(worker)
         worker.start()
+
+    def _finished(self, worker, aborted: str) -> None:
+        """The worker ended: idle again; after Cancel the status says so, whatever
+        progress message was still queued when it was pressed."""
+        current = worker is self._worker
+        self._set_running(None, worker)
+        if current and getattr(self, "_cancelling", False) and "cancel" not in (self.status.text()):
+            self._say(aborted)
 
     def _on_aborted(self, text: str) -> None:
         note, self._abort_note = self._abort_note, None
@@ -445,6 +454,7 @@ class PKNWidget(QWidget):
         second); a cancelled adaptation saves no model."""
         if self._worker is None:
             return
+        self._cancelling = True  # progress messages still queued are not shown
         self._say("cancelling ...")
         if self._adapt_job is not None:
             self._adapt_job.cancel()  # the worker then ends by itself, nothing saved
@@ -491,7 +501,7 @@ class PKNWidget(QWidget):
         )
 
     def _on_progress(self, step) -> None:
-        if self._closed:
+        if self._closed or getattr(self, "_cancelling", False):
             return
         if step[1] != self.progress.maximum():
             self.progress.setMaximum(step[1])

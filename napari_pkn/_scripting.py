@@ -370,6 +370,7 @@ class Job:
                     blur=o.blur,
                     scale=o.factor if "size" in self.kernel.inputs else None,
                     channel_axis=-1 if src.rgb else None,
+                    normalisation=self.noise.normalisation,
                 )
                 if self._net is None:
                     self._net = r.net

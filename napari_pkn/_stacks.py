@@ -111,6 +111,7 @@ class StackNoise:
     desc: dict | None
     n_planes: int
     sampled: list = field(default_factory=list)
+    normalisation: tuple | None = None  # the stack's (offset, scale), with its one model
 
     @property
     def per_plane(self) -> bool:
@@ -168,7 +169,7 @@ def stack_noise(source, noise, per_plane: bool = False) -> StackNoise:
     Restorer is given these models (an RGB stack: one per channel).
     """
     from pkn import _lazy
-    from pkn._input import describe_models
+    from pkn._input import Stack, describe_models
     from pkn.noise import calibrate
 
     n = source.n_planes
@@ -191,7 +192,8 @@ def stack_noise(source, noise, per_plane: bool = False) -> StackNoise:
         models = calibrate(planes, channel_axis=-1) if source.rgb else (calibrate(planes),)
     how = "pkn.noise.calibrate per channel, planes pooled (variance a * x + b)"
     desc = {**describe_models(models, how), "scope": "stack"}
-    return StackNoise(tuple(models), desc, n, picks)
+    st = Stack(planes, -1 if source.rgb else None)  # the stack's normalisation, as restore's
+    return StackNoise(tuple(models), desc, n, picks, (st.offset[0], st.scale[0]))
 
 
 def result_bytes(source, n_maps: int, out_shape: tuple, qc: bool) -> int:

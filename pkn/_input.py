@@ -353,12 +353,25 @@ class Stack:
     ``(H, W)``: ``lead + (C, H, W)``. :meth:`plane` returns one plane normalised to the
     network's working range as a :class:`Prepared` (``x`` ``(C, 1, H, W)``), :meth:`window`
     a window of one. ``offset``/``scale`` hold one value per plane (all equal unless
-    ``per_plane``).
+    ``per_plane``), or the ``normalisation=(offset, scale)`` given (one plane of a larger
+    stack restored as the whole stack would be).
     """
 
-    def __init__(self, image, channel_axis=None, per_plane: bool = False):
+    def __init__(self, image, channel_axis=None, per_plane: bool = False, normalisation=None):
         if not isinstance(per_plane, bool | np.bool_):
             raise ValueError(f"per_plane must be True or False, got {per_plane!r}.")
+        if normalisation is not None:
+            ok = (
+                isinstance(normalisation, tuple | list)
+                and len(normalisation) == 2
+                and all(_is_real(v) and np.isfinite(float(v)) for v in normalisation)
+                and float(normalisation[1]) > 0
+            )
+            if not ok:
+                raise ValueError(
+                    f"normalisation must be (offset, scale): two finite numbers with scale "
+                    f"> 0 (as Restoration.info['normalisation']), got {normalisation!r}."
+                )
         a = as_image(image)
         if a.ndim < 2:
             raise ValueError(f"image has shape {a.shape}; need (..., y, x) with at least 2-D.")
@@ -397,7 +410,9 @@ class Stack:
                         f"float32), got values in [{lo:.6g}, {hi:.6g}]. Rescale the image "
                         "(e.g. divide by its maximum) and scale the result back."
                     )
-        if per_plane or self.n == 1:
+        if normalisation is not None:
+            rng = [(float(normalisation[0]), float(normalisation[1]))] * self.n
+        elif per_plane or self.n == 1:
             rng = [self._range(self.raw(i)[None]) for i in range(self.n)]
         else:
             rng = [self._range(self._sub())] * self.n

@@ -94,7 +94,10 @@ class Restorer:
     and predicts the parameter maps (the only network pass); :meth:`render` then runs
     just the full-resolution filter for any ``strength`` from the cached maps, and
     :meth:`probe` shows the weights the filter applied at one pixel. Arguments as for
-    :func:`restore` (numpy input only).
+    :func:`restore` (numpy input only), plus ``normalisation=(offset, scale)``: the
+    normalisation to use instead of the image's own (a plane of a stack restored on its
+    own gives exactly its result in the whole stack with the stack's
+    ``info["normalisation"]`` and noise model).
 
     Memory: the cache holds the parameter maps of every plane at half resolution in
     float32 (float64 for float64 input): per map a quarter of the pixels, so 1 byte per
@@ -129,6 +132,7 @@ class Restorer:
         per_plane: bool = False,
         model=None,
         device=None,
+        normalisation=None,
     ):
         from .models.io import load_model
 
@@ -152,7 +156,7 @@ class Restorer:
         if "blur" in spec.inputs and not isinstance(blur, np.ndarray | torch.Tensor | PSF):
             self.inputs["blur"] = blur  # a Gaussian sigma or (sigma_y, sigma_x, rho)
         _lazy_refused(image)
-        self.stack = st = Stack(image, channel_axis, per_plane)
+        self.stack = st = Stack(image, channel_axis, per_plane, normalisation)
         H, W = st.a.shape[-2:]
         if "blur" in spec.inputs and "blur" not in self.inputs:  # a PSF array, checked
             try:

@@ -167,3 +167,25 @@ def test_a_calibrated_noise_model_is_used_as_given():
         pkn.restore(stack, channel_axis=-1, noise=models[:2])
     with pytest.raises(TypeError, match="NoiseModels only"):
         pkn.restore(stack, channel_axis=-1, noise=(models[0], 0.1))
+
+
+def test_one_plane_restored_as_in_its_stack():
+    """A plane restored alone with the stack's noise models and normalisation equals its
+    plane of ``pkn.restore(stack)``; bad normalisations are refused."""
+    rng = np.random.default_rng(5)
+    xx = np.mgrid[0:48, 0:56][1]
+    stack = (
+        0.4 + 0.1 * np.sin(xx / 5.0) + rng.normal(0, [[[0.03]], [[0.06]], [[0.04]]], (3, 48, 56))
+    )
+    stack = stack.astype(np.float32)
+    whole = pkn.restore(stack)
+    norm = whole.info["normalisation"]
+    alone = pkn.Restorer(
+        stack[1], noise=pkn.calibrate(stack), normalisation=(norm["offset"], norm["scale"])
+    ).render(1.0)
+    np.testing.assert_allclose(alone.image, whole.image[1], atol=1e-6)
+    own = pkn.Restorer(stack[1], noise=pkn.calibrate(stack)).render(1.0)
+    assert np.abs(own.image - whole.image[1]).max() > 1e-5  # its own normalisation differs
+    for bad in [(0.0, 0.0), (0.0, -1.0), (np.nan, 1.0), (0.0,), "x", (True, 1.0)]:
+        with pytest.raises(ValueError, match="normalisation"):
+            pkn.Restorer(stack[1], noise=0.05, normalisation=bad)

@@ -328,3 +328,19 @@ def test_noise_argument_refuses_several_channels():
     assert noise_argument({"model": "awgn", "sigma": [0.1]}) == 0.1
     with pytest.raises(ValueError, match="3 channels"):
         noise_argument({"model": "awgn", "sigma": [0.1, 0.2, 0.3]})
+
+
+def test_stack_planes_equal_the_whole_stack_restore(viewer_widget, qtbot):
+    """Each plane's Restorer gets the stack's noise models and normalisation: the layer
+    equals ``pkn.restore(stack)`` (one model, one normalisation per stack)."""
+    viewer, widget = viewer_widget
+    stack = noisy_stack()
+    layer = viewer.add_image(stack, name="z")
+    select(widget, layer)
+    widget.run()
+    wait(qtbot, widget)
+    ref = pkn.restore(stack)
+    out = np.asarray(widget.outputs[0].data)
+    assert out.shape == ref.image.shape
+    span = float(ref.image.max() - ref.image.min())
+    np.testing.assert_allclose(out, ref.image, rtol=0, atol=1e-5 * span)

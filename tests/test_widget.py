@@ -551,8 +551,8 @@ def test_qc_layer_and_whiteness_line(viewer_widget, qtbot):
 def test_auto_button_sets_the_sure_strength(viewer_widget, qtbot, monkeypatch):
     """Auto: Restorer.auto_strength() on the plane shown, set on the slider, every plane
     re-filtered (no network), strength_auto in the provenance until the slider moves."""
-    from napari_pkn._stacks import noise_argument
-    from pkn.restoration import Restorer, estimate_noise
+    import pkn
+    from pkn.restoration import Restorer
 
     viewer = viewer_widget[0]  # the widget as napari makes it (layers seen through proxies)
     _, widget = viewer.window.add_plugin_dock_widget("napari-pkn", "PKN restoration")
@@ -568,14 +568,16 @@ def test_auto_button_sets_the_sure_strength(viewer_widget, qtbot, monkeypatch):
     assert widget.busy
     wait(qtbot, widget)
     assert calls[0] == 2, "Auto re-uses the maps: no network"
-    pooled = noise_argument(estimate_noise(stack))  # one noise model for the stack
-    expected, _ = Restorer(stack[1], "denoise", noise=pooled).auto_strength()
+    # one noise model and one normalisation for the stack, as pkn.restore(stack)
+    norm = pkn.restore(stack).info["normalisation"]
+    kw = {"noise": pkn.calibrate(stack), "normalisation": (norm["offset"], norm["scale"])}
+    expected, _ = Restorer(stack[1], "denoise", **kw).auto_strength()
     assert widget.form.strength.value() == pytest.approx(expected)
     out = widget.outputs[0]
     meta = out.metadata["pkn"]
     assert meta["strength"] == pytest.approx(expected) and meta["strength_auto"]["plane"] == [1]
     assert all(ly.metadata["pkn"].get("strength_auto") for ly in widget.outputs)
-    fixed = Restorer(stack[0], "denoise", noise=pooled).render(expected).image
+    fixed = Restorer(stack[0], "denoise", **kw).render(expected).image
     np.testing.assert_allclose(out.data[0], fixed, rtol=1e-4, atol=1e-3)
     assert "SURE" in widget.status.text()
     widget.form.strength.setValue(0.5)  # by hand: no longer the automatic choice

@@ -226,7 +226,7 @@ def test_a_dask_layer_is_previewed_plane_by_plane(viewer_widget, qtbot, monkeypa
     assert len(src.reads) <= 5 and 5 in src.reads  # the sample, the plane shown (and napari)
     out = widget.outputs[0]
     np.testing.assert_allclose(out.translate, (5.0, 0.0, 0.0))
-    r = Restorer(stack[5], noise=job.noise.argument)
+    r = Restorer(stack[5], noise=job.noise.argument, normalisation=job.noise.normalisation)
     np.testing.assert_allclose(out.data[0], r.render(1.0).image, rtol=1e-5, atol=1e-5)
     assert widget.all_button.isVisibleTo(widget)
 
@@ -234,7 +234,7 @@ def test_a_dask_layer_is_previewed_plane_by_plane(viewer_widget, qtbot, monkeypa
     wait(qtbot, widget)
     assert widget.job.preview == (8,) and widget.outputs[0] is out  # same layer, in place
     np.testing.assert_allclose(out.translate, (8.0, 0.0, 0.0))
-    r = Restorer(stack[8], noise=job.noise.argument)
+    r = Restorer(stack[8], noise=job.noise.argument, normalisation=job.noise.normalisation)
     np.testing.assert_allclose(out.data[0], r.render(1.0).image, rtol=1e-5, atol=1e-5)
     assert len(src.reads) <= 6 and 8 in src.reads
     assert widget.job.noise is job.noise  # estimated once for the layer

@@ -410,14 +410,24 @@ class Stack:
                         f"float32), got values in [{lo:.6g}, {hi:.6g}]. Rescale the image "
                         "(e.g. divide by its maximum) and scale the result back."
                     )
-        if normalisation is not None:
-            rng = [(float(normalisation[0]), float(normalisation[1]))] * self.n
-        elif per_plane or self.n == 1:
-            rng = [self._range(self.raw(i)[None]) for i in range(self.n)]
+        self.offset, self.scale = self._normalisation(normalisation)
+
+    def _normalisation(self, given=None) -> tuple[list, list]:
+        """``(offsets, scales)`` per plane: ``given``, or from the 0.1 / 99.9 percentiles
+        of each plane (``per_plane``) or of all planes; over a regular subsample, or for
+        big planes and stacks (:meth:`big`) over the noise calibration crops, so that a
+        lazy array reads no more than those (:mod:`pkn._lazy` follows these rules)."""
+        if given is not None:
+            rng = [(float(given[0]), float(given[1]))] * self.n
+        elif self.per_plane or self.n == 1:
+            rng = [
+                self._range(self.calibration_sample(i) if self.big(False) else self.raw(i)[None])
+                for i in range(self.n)
+            ]
         else:
-            rng = [self._range(self._sub())] * self.n
-        self.offset = [r[0] for r in rng]
-        self.scale = [r[1] for r in rng]
+            rng = [self._range(self.calibration_sample() if self.big(True) else self._sub())]
+            rng = rng * self.n
+        return [r[0] for r in rng], [r[1] for r in rng]
 
     def index(self, i: int) -> tuple:
         """The leading-axes index of flat plane ``i``."""

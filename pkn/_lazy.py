@@ -18,6 +18,7 @@ Only the calibration sample (and, for denoising, the whiteness's at most
 from __future__ import annotations
 
 import threading
+import warnings
 from contextlib import contextmanager
 
 import numpy as np
@@ -25,9 +26,11 @@ import torch
 
 from . import _tiles
 from ._input import (
+    _CAL_SIDE,
     _DTYPES,
     Prepared,
     Stack,
+    _cal_crops,
     _check_channel_axis,
     check_strength,
     correlation_of,
@@ -129,11 +132,53 @@ def _rechunk(xm, depth: int, whole: bool):
     return xm.rechunk(chunks)
 
 
+class _LazyStack(Stack):
+    """:class:`pkn._input.Stack`'s rules on a lazy ``(lead..., C, H, W)`` array, reading
+    only what they need: for a big array (:meth:`Stack.big`, always the case above
+    :data:`SAMPLE_BYTES`) the calibration crops (:meth:`Stack.calibration_sample`), from
+    which both the normalisation and the noise model come, so that a big lazy array gets
+    exactly the offset, scale and noise model the same array gets in memory. ``a`` is a
+    zero-strided stand-in with the array's shape (no data)."""
+
+    def __init__(self, xm, channel_axis):
+        self._xm = xm
+        self.a = np.broadcast_to(np.zeros((), xm.dtype), xm.shape)
+        self.channel_axis = channel_axis
+        self.lead = tuple(xm.shape[:-3])
+        self.n = int(np.prod(self.lead, dtype=np.int64))
+        self.per_plane = False
+        self.out_dtype = np.float64 if xm.dtype == np.float64 else np.float32
+        self.offset, self.scale = self._normalisation()
+
+    def raw(self, i: int):
+        """Plane ``i``, lazily (only what is sliced from it is read)."""
+        return self._xm[self.index(i)]
+
+    def _sub(self) -> np.ndarray:
+        return np.asarray(Stack._sub(self))
+
+    def _range(self, planes) -> tuple[float, float]:
+        return Stack._range(self, np.asarray(planes))
+
+    def calibration_sample(self, i: int | None = None) -> np.ndarray:
+        return np.asarray(Stack.calibration_sample(self, i))
+
+    def window(self, i: int, box, device=None) -> Prepared:
+        y0, y1, x0, x1 = box
+        wd = np.float64 if self.out_dtype is np.float64 else np.float32
+        lo, s = self.offset[i], self.scale[i]
+        raw = np.asarray(self.raw(i)[:, y0:y1, x0:x1]).astype(wd)
+        x = torch.from_numpy(((raw - lo) / s)[:, None])
+        if device is not None:
+            x = x.to(device)
+        ca = None if self.channel_axis is None else 0
+        return Prepared(x, lo, s, ca, 2 if ca is None else 3, self.out_dtype)
+
+
 def _calibration(xm, channel_axis, noise):
     """``(offset, scale, std_of, noise_desc, how, out_dtype, means)`` from all of ``xm``
     (up to :data:`SAMPLE_BYTES`) or from whole chunks spread evenly over it; ``means``:
     each plane's mean (normalised units) when the whole array was read, else None."""
-    import dask
 
     C = xm.shape[-3]
     means = None
@@ -141,22 +186,20 @@ def _calibration(xm, channel_axis, noise):
         a = np.asarray(xm.compute())
         how = "the whole array"
         means = a.sum(axis=(-2, -1), dtype=np.float64) / (a.shape[-2] * a.shape[-1])
-    else:
-        grid = [len(c) for c in xm.chunks]
-        per = max(1, int(np.prod([c[0] for c in xm.chunks], dtype=np.int64)) * xm.dtype.itemsize)
-        n_blocks = int(np.prod(grid))
-        k = int(max(1, min(n_blocks, SAMPLE_BYTES // per)))
-        full = xm.chunks[-2][0], xm.chunks[-1][0]
-        picks = np.unique(np.linspace(0, n_blocks - 1, k).round().astype(int))
-        blocks = [xm.blocks[np.unravel_index(int(f), grid)] for f in picks]
-        got = dask.compute(*blocks)
-        h = min(b.shape[-2] for b in got)
-        w = min(b.shape[-1] for b in got)
-        a = np.concatenate([b[..., :h, :w].reshape(-1, C, h, w) for b in got])
+    else:  # in-memory Stack's rules on the pieces they read: the same result
+        st = _LazyStack(xm, channel_axis)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            std_of, desc = stack_noise(
+                st, noise, [st.calibration_plane(0)] if st.n == 1 else None
+            )
+        H, W = xm.shape[-2:]
         how = (
-            f"{len(got)} of {n_blocks} chunks ({full[0]}x{full[1]} pixels), spread evenly "
-            f"(array over {SAMPLE_BYTES // 2**20} MiB)"
+            f"{len(_cal_crops(st.n, H, W))} crops of up to {_CAL_SIDE}x{_CAL_SIDE} pixels "
+            f"spread evenly, as an in-memory restore of a big array takes them (array over "
+            f"{SAMPLE_BYTES // 2**20} MiB)"
         )
+        return st.offset[0], st.scale[0], std_of, desc, how, st.out_dtype, None
     a = a.reshape(-1, C, *a.shape[-2:])  # planes (n, C, h, w)
     if channel_axis is not None:
         st = Stack(a, 1)

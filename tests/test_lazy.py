@@ -84,19 +84,22 @@ class _Counting:
 def test_nothing_is_computed_but_a_bounded_sample(monkeypatch):
     x = np.stack([_img(256, 256, seed=s) for s in range(4)])  # 4 planes, 16 chunks
     src = _Counting(x)
+    import pkn._input as I
+
     monkeypatch.setattr(L, "SAMPLE_BYTES", 2 * 128 * 128 * 4)  # two chunks
+    monkeypatch.setattr(I, "CAL_PIXELS", 128 * 128)  # a "big" stack: calibrated on crops
     r = pkn.restore(da.from_array(src, chunks=(1, 128, 128)), noise=0.08)
-    # two chunks for the calibration, two with their halos (up to 3 x 3 chunks read) for
-    # the whiteness
-    assert src.read <= 2 * 128 * 128 + 2 * 9 * 128 * 128
-    assert "2 of 16 chunks" in r.info["lazy"]["calibrated_on"]
+    # one 256 x 256 calibration crop (normalisation), two chunks with their halos (up to
+    # 3 x 3 chunks read) for the whiteness
+    assert src.read <= 256 * 256 + 2 * 9 * 128 * 128
+    assert "1 crops" in r.info["lazy"]["calibrated_on"]
     assert "2 of 16 chunks" in r.info["whiteness"]["estimated_from"]
     before = src.read
     im = r.image.compute()
     assert src.read > before + x.size  # the per-plane means, then every chunk with its halo
-    # a different normalisation (from the sample) but the same restoration of each plane
+    # the in-memory rules on the same crops: the same result
     ref = pkn.restore(x, noise=0.08).image
-    assert np.abs(im - ref).max() < 0.02 * float(np.ptp(ref))
+    np.testing.assert_allclose(im, ref, rtol=0, atol=1e-5 * float(np.ptp(ref)))
 
 
 def test_zarr_arrays_are_read_lazily(tmp_path):

@@ -237,20 +237,10 @@ def restore_lazy(
         _check_size,
         _check_task_inputs,
         _model,
-        get_spec,
-        network_kernels,
-        tasks,
+        _task_kernel,
     )
 
-    defaults = tasks()
-    if task not in defaults:
-        raise ValueError(f"task must be one of {sorted(defaults)}, got {task!r}.")
-    kernel = kernel or defaults[task]
-    if kernel not in network_kernels():
-        raise ValueError(f"kernel must be one of {network_kernels()}, got {kernel!r}.")
-    spec = get_spec(kernel)
-    if spec.task != task:
-        raise ValueError(f"kernel {kernel!r} does {spec.task}, not {task}.")
+    kernel, spec = _task_kernel(task, kernel)
     _check_task_inputs(spec, task, blur, scale)
     if isinstance(strength, str) and strength == "auto":
         raise ValueError(

@@ -136,15 +136,7 @@ class Restorer:
     ):
         from .models.io import load_model
 
-        defaults = tasks()
-        if task not in defaults:
-            raise ValueError(f"task must be one of {sorted(defaults)}, got {task!r}.")
-        kernel = kernel or defaults[task]
-        if kernel not in network_kernels():
-            raise ValueError(f"kernel must be one of {network_kernels()}, got {kernel!r}.")
-        spec = get_spec(kernel)
-        if spec.task != task:
-            raise ValueError(f"kernel {kernel!r} does {spec.task}, not {task}.")
+        kernel, spec = _task_kernel(task, kernel)
         if spec.ndim != 2:
             raise ValueError(
                 f"kernel {kernel!r} filters over {spec.spatial_axes}; pkn.restore handles "
@@ -518,6 +510,21 @@ _BLUR_ACCEPTED = (
     f"(0, {MAX_BLUR_SIGMA:g}] and rho in (-1, 1), or a 2-D PSF array (at most "
     f"{MAX_PSF_SIDE} x {MAX_PSF_SIDE}, finite, >= 0, positive sum)"
 )
+
+
+def _task_kernel(task, kernel):
+    """``(kernel, descriptor)`` for ``task`` (its default kernel when ``kernel`` is None),
+    or an error naming the value and what is accepted."""
+    defaults = tasks()
+    if task not in defaults:
+        raise ValueError(f"task must be one of {sorted(defaults)}, got {task!r}.")
+    kernel = kernel or defaults[task]
+    if kernel not in network_kernels():
+        raise ValueError(f"kernel must be one of {network_kernels()}, got {kernel!r}.")
+    spec = get_spec(kernel)
+    if spec.task != task:
+        raise ValueError(f"kernel {kernel!r} does {spec.task}, not {task}.")
+    return kernel, spec
 
 
 def _check_task_inputs(spec, task: str, blur, scale) -> None:

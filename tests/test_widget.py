@@ -15,6 +15,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+from widget_helpers import count_network, wait
 
 import napari_pkn
 import napari_pkn._scripting as eng
@@ -28,7 +29,7 @@ from pkn.kernels.registry import get, names
 from pkn.models.io import save_model
 from pkn.models.pkn_model import PKNModel
 
-pytestmark = pytest.mark.gui
+pytestmark = [pytest.mark.gui, pytest.mark.usefixtures("settings_in_tmp")]
 
 SHIPPED = {m.name: m.kernel for m in catalogue().models if m.shipped}
 STAND_INS = [k for k in names(network=True) if k not in SHIPPED.values()]
@@ -53,29 +54,12 @@ def stand_ins(tmp_path_factory) -> list[ModelInfo]:
     return out
 
 
-@pytest.fixture(autouse=True)
-def _settings_in_tmp(tmp_path, monkeypatch):
-    monkeypatch.setenv(_settings.ENV, str(tmp_path / "config"))
-
-
 @pytest.fixture
 def all_models(monkeypatch, stand_ins):
     base = eng.catalogue()
     cat = replace(base, models=base.models + tuple(stand_ins))
     monkeypatch.setattr(eng, "catalogue", lambda: cat)
     return list(cat.models)
-
-
-@pytest.fixture
-def viewer_widget(make_napari_viewer):
-    viewer = make_napari_viewer()
-    widget = PKNWidget(viewer)
-    viewer.window.add_dock_widget(widget, name="PKN restoration")
-    return viewer, widget
-
-
-def wait(qtbot, widget):
-    qtbot.waitUntil(lambda: not widget.busy and not widget._timer.isActive(), timeout=TIMEOUT)
 
 
 def select(widget, layer=None, task=None, model=None):
@@ -273,18 +257,6 @@ def test_cancel_stops_a_long_run(viewer_widget, qtbot, monkeypatch):
     assert time.perf_counter() - t0 < 2.0  # stops at the next step: well within a second
     assert len(viewer.layers) == n_layers and calls[0] < 5
     assert "cancelled" in widget.status.text() and widget.run_button.isEnabled()
-
-
-def count_network(monkeypatch) -> list[int]:
-    calls = [0]
-    original = PKNModel.predict_maps
-
-    def counting(self, *args, **kwargs):
-        calls[0] += 1
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(PKNModel, "predict_maps", counting)
-    return calls
 
 
 def test_strength_reuses_maps_and_layers(viewer_widget, qtbot, monkeypatch):

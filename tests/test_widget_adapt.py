@@ -11,11 +11,11 @@ import json
 
 import numpy as np
 import pytest
+from widget_helpers import wait
 
 import pkn._catalogue
 from napari_pkn import _adapting
 from napari_pkn._qt import _settings
-from napari_pkn._qt._widget import PKNWidget
 from napari_pkn._sample_data import fluorescence_sample
 from pkn import catalogue
 
@@ -33,22 +33,15 @@ def _tmp_folders(tmp_path, monkeypatch):
 
 
 @pytest.fixture
-def viewer_widget(make_napari_viewer):
-    """The widget as napari makes it from the menu (it sees the viewer through proxies)."""
-    viewer = make_napari_viewer()
-    _, widget = viewer.window.add_plugin_dock_widget("napari-pkn", "PKN restoration")
-    assert isinstance(widget, PKNWidget)
-    widget.adapt_panel.steps.setValue(STEPS)
-    return viewer, widget
+def viewer_widget(menu_widget):
+    """The widget as napari makes it from the menu, with few adaptation steps."""
+    menu_widget[1].adapt_panel.steps.setValue(STEPS)
+    return menu_widget
 
 
 @pytest.fixture(scope="module")
 def noisy():
     return fluorescence_sample()[1][0]
-
-
-def wait(qtbot, widget):
-    qtbot.waitUntil(lambda: not widget.busy and not widget._timer.isActive(), timeout=TIMEOUT)
 
 
 def models_on_disk(tmp_path) -> list:

@@ -13,52 +13,26 @@ import re
 import numpy as np
 import pytest
 from qtpy.QtCore import QTimer
+from widget_helpers import count_network, wait
 
 from napari_pkn._layers import PROBE_NAME
-from napari_pkn._qt import _settings
-from napari_pkn._qt._widget import PKNWidget
 from napari_pkn._sample_data import fluorescence_sample
-from pkn.models.pkn_model import PKNModel
 
-pytestmark = pytest.mark.gui
+pytestmark = [pytest.mark.gui, pytest.mark.usefixtures("settings_in_tmp")]
 
 TIMEOUT = 30_000
 NP_REPR = re.compile(r"np\.(u?int|float|bool|str)\w*\(")  # np.int64(-50) and the like
 
 
-@pytest.fixture(autouse=True)
-def _settings_in_tmp(tmp_path, monkeypatch):
-    monkeypatch.setenv(_settings.ENV, str(tmp_path / "config"))
-
-
 @pytest.fixture
-def viewer_widget(make_napari_viewer):
-    """The widget as napari makes it from the menu (it sees layers through proxies)."""
-    viewer = make_napari_viewer()
-    _, widget = viewer.window.add_plugin_dock_widget("napari-pkn", "PKN restoration")
-    assert isinstance(widget, PKNWidget)
-    return viewer, widget
+def viewer_widget(menu_widget):
+    """The widget as napari makes it from the menu."""
+    return menu_widget
 
 
 @pytest.fixture(scope="module")
 def cells():
     return fluorescence_sample()[1][0]
-
-
-def wait(qtbot, widget):
-    qtbot.waitUntil(lambda: not widget.busy and not widget._timer.isActive(), timeout=TIMEOUT)
-
-
-def count_network(monkeypatch) -> list[int]:
-    calls = [0]
-    original = PKNModel.predict_maps
-
-    def counting(self, *args, **kwargs):
-        calls[0] += 1
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(PKNModel, "predict_maps", counting)
-    return calls
 
 
 def no_traceback(notes) -> None:

@@ -14,39 +14,16 @@ import threading
 import numpy as np
 import pytest
 import torch
+from widget_helpers import wait
 
 import pkn
 import pkn._lazy
-from napari_pkn._qt import _settings
-from napari_pkn._qt._widget import PKNWidget
 from napari_pkn._stacks import memory_budget, noise_argument, sample_planes
 from pkn.restoration import Restorer
 
-pytestmark = pytest.mark.gui
+pytestmark = [pytest.mark.gui, pytest.mark.usefixtures("settings_in_tmp")]
 
 TIMEOUT = 60_000
-
-
-@pytest.fixture(autouse=True)
-def _settings_in_tmp(tmp_path, monkeypatch):
-    monkeypatch.setenv(_settings.ENV, str(tmp_path / "config"))
-
-
-@pytest.fixture
-def viewer_widget(make_napari_viewer):
-    viewer = make_napari_viewer()
-    widget = PKNWidget(viewer)
-    viewer.window.add_dock_widget(widget, name="PKN restoration")
-    return viewer, widget
-
-
-def wait(qtbot, widget):
-    qtbot.waitUntil(
-        lambda: (
-            not widget.busy and not widget._timer.isActive() and not widget._step_timer.isActive()
-        ),
-        timeout=TIMEOUT,
-    )
 
 
 def select(widget, layer=None, model=None):

@@ -42,7 +42,11 @@ def test_golden_file_covers_every_shipped_model_and_task():
     assert PINNED <= set(list_models())  # no pinned model was dropped or renamed
     assert len(PINNED) >= 7
     assert {k.split("/")[1] for k in GOLDEN.files if not k.startswith("input/")} >= {
-        "gray", "rgb", "even", "gray-psf", "gray-given"
+        "gray",
+        "rgb",
+        "even",
+        "gray-psf",
+        "gray-given",
     }
     given = {k.split("/")[0] for k in GOLDEN.files if "/gray-given/" in k}
     # the models shipped before the refactor (nlm's from the correlation-aware retrain)

@@ -165,8 +165,10 @@ def test_constant_image_stays_constant(name):
 def _pixels(shape, n=5, seed=3):
     g = torch.Generator().manual_seed(seed)
     H, W = shape
-    return [(int(torch.randint(H, (1,), generator=g)), int(torch.randint(W, (1,), generator=g)))
-            for _ in range(n)] + [(0, 0), (H - 1, W - 1)]
+    return [
+        (int(torch.randint(H, (1,), generator=g)), int(torch.randint(W, (1,), generator=g)))
+        for _ in range(n)
+    ] + [(0, 0), (H - 1, W - 1)]
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -175,8 +177,9 @@ def test_probe_agrees_with_the_output(name):
     y = k.run(x, maps, options, **inputs)
     for row, col in _pixels(y.shape[-2:]):
         for ch in (0, 1):
-            pr = effective_weights(name, x, **maps, pixel=(row, col), channel=ch,
-                                   **options, **inputs)
+            pr = effective_weights(
+                name, x, **maps, pixel=(row, col), channel=ch, **options, **inputs
+            )
             assert pr.value == pytest.approx(float(y[0, ch, row, col]), abs=1e-9)
             r0, c0 = pr.origin
             h, w = pr.weights.shape

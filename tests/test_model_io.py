@@ -231,4 +231,3 @@ def test_catalogue_refuses_a_second_model_of_the_same_name(tmp_path, monkeypatch
     info = add_model(other)
     assert info.name == "my-nlm" and not info.shipped
     assert "my-nlm" in [m.name for m in catalogue().models_for("denoise")]
-

@@ -82,8 +82,10 @@ def test_matches_reference_with_spatial_sigma_map():
     x = _rand(2, 2, 7, 8)
     sigma = 0.1 + 0.3 * _rand(2, 2, 4, 4, seed=6)
     spatial = 0.3 + 2.0 * _rand(2, 1, 4, 4, seed=7)  # half resolution, shared by channels
-    full = [F.interpolate(m, size=(7, 8), mode="bilinear", align_corners=False)
-            for m in (sigma, spatial)]
+    full = [
+        F.interpolate(m, size=(7, 8), mode="bilinear", align_corners=False)
+        for m in (sigma, spatial)
+    ]
     ours = nlm(x, sigma, spatial_sigma=spatial)
     ref = reference_nlm(x.numpy(), full[0].numpy(), spatial_sigma=full[1].numpy())
     np.testing.assert_allclose(ours.numpy(), ref, rtol=1e-6, atol=1e-12)
@@ -91,7 +93,10 @@ def test_matches_reference_with_spatial_sigma_map():
     s1 = sigma[:, :1]
     ours = nlm(x, s1, spatial_sigma=spatial, guide=g, joint=True)
     ref = reference_nlm(
-        x.numpy(), full[0][:, :1].numpy(), spatial_sigma=full[1].numpy(), guide=g.numpy(),
+        x.numpy(),
+        full[0][:, :1].numpy(),
+        spatial_sigma=full[1].numpy(),
+        guide=g.numpy(),
         joint=True,
     )
     np.testing.assert_allclose(ours.numpy(), ref, rtol=1e-6, atol=1e-12)
@@ -171,9 +176,7 @@ def test_gradcheck_image_sigma_and_guide():
     x3 = _rand(1, 2, 4, 5).requires_grad_()
     assert torch.autograd.gradcheck(lambda a, s: nlm(a, s, joint=True, patch_size=1), (x3, sigma))
     spatial = (0.5 + _rand(1, 1, 3, 3, seed=6)).requires_grad_()
-    assert torch.autograd.gradcheck(
-        lambda a, s, q: nlm(a, s, spatial_sigma=q), (x, sigma, spatial)
-    )
+    assert torch.autograd.gradcheck(lambda a, s, q: nlm(a, s, spatial_sigma=q), (x, sigma, spatial))
 
 
 def test_gradients_finite_at_sigma_zero():

@@ -18,15 +18,21 @@ def test_beats_skimage_nlm_with_estimated_sigma():
     noisy, clean = _crop()
     ours = pkn.restore(noisy).image
     s = float(estimate_sigma(noisy))
-    base = denoise_nl_means(noisy, patch_size=3, patch_distance=2, h=0.8 * s, sigma=s,
-                            fast_mode=True)
+    base = denoise_nl_means(
+        noisy, patch_size=3, patch_distance=2, h=0.8 * s, sigma=s, fast_mode=True
+    )
     assert psnr(clean, ours, data_range=1) > psnr(clean, base, data_range=1)
     assert psnr(clean, ours, data_range=1) > psnr(clean, noisy, data_range=1) + 3
 
 
 @pytest.mark.parametrize(
-    "dtype,scale,out", [(np.uint8, 255, np.float32), (np.uint16, 4000, np.float32),
-                        (np.float32, 1, np.float32), (np.float64, 1, np.float64)]
+    "dtype,scale,out",
+    [
+        (np.uint8, 255, np.float32),
+        (np.uint16, 4000, np.float32),
+        (np.float32, 1, np.float32),
+        (np.float64, 1, np.float64),
+    ],
 )
 def test_dtypes_units_and_shape(dtype, scale, out):
     noisy, clean = _crop(0.05, 64)

@@ -14,7 +14,9 @@ other's peaks. Cases:
 * ``diff-4k``: the 4000 x 4000 image in memory and as a dask array (1024 x 1024 chunks):
   the largest difference of the dask image and maps from the in-memory ones, relative to
   the image's range (the image is under ``pkn._lazy.SAMPLE_BYTES``, so both are
-  calibrated on all of it).
+  calibrated on all of it);
+* ``diff-8k``: the same for the 8000 x 8000 image (over ``SAMPLE_BYTES``: the lazy
+  restore reads only the calibration crops an in-memory restore of a big image uses).
 
 The image: a smooth pattern in [0.2, 0.8] plus Gaussian noise of sigma 0.08, seeded.
 Run ``python -m benchmarks memory`` (``--cases numpy-4k,diff-4k`` for some; ``--threads``
@@ -30,7 +32,7 @@ import subprocess
 import sys
 import time
 
-CASES = ("baseline", "numpy-4k", "numpy-8k", "dask-8k", "diff-4k")
+CASES = ("baseline", "numpy-4k", "numpy-8k", "dask-8k", "diff-4k", "diff-8k")
 
 
 def _image(n: int):
@@ -101,11 +103,11 @@ def _child(case: str, tmp: str) -> dict:
         with dask.config.set(scheduler="threads", num_workers=2):
             dask.compute(*stores)
         out["calibrated_on"] = r.info["lazy"]["calibrated_on"]
-    elif case == "diff-4k":
+    elif case in ("diff-4k", "diff-8k"):
         import dask
         import dask.array as da
 
-        x = _image(4000)
+        x = _image(4000 if case == "diff-4k" else 8000)
         a = pkn.restore(x)
         r = pkn.restore(da.from_array(x, chunks=1024))
         im, *ms = dask.compute(r.image, *r.maps.values())

@@ -95,7 +95,8 @@ def _main(argv: list[str] | None) -> int:
         f"{before:.2f} dB -> {after:.2f} dB with {a.kernel} (model {r.info['model']}, "
         f"{r.info['n_parameters']} parameters)"
     )
-    print(f"noise used: {r.info['noise']}")
+    noise = {k: v for k, v in r.info["noise"].items() if k != "correlation"}  # 5x5 each
+    print(f"noise used: {noise} (full record in the info JSON)")
     for name, m in r.maps.items():
         print(
             f"map {name}: {m.shape[-2]}x{m.shape[-1]} (x{r.map_scale:g}), "

@@ -209,11 +209,27 @@ def _outputs(out_dir: Path, q: Path, fmt: str) -> dict:
     }
 
 
+#: TIFF inputs over this many bytes are restored lazily, page by page (as OME-Zarr
+#: inputs always are), unless the options need the whole stack (per plane, auto strength)
+LAZY_TIFF_BYTES = 256 * 2**20
+
+
+def _big_tiff(q: Path, a) -> bool:
+    """A TIFF too big to hold at the in-memory restore's 4x plus its result."""
+    return (
+        q.suffix.lower() in (".tif", ".tiff")
+        and q.is_file()
+        and q.stat().st_size > LAZY_TIFF_BYTES
+        and not a.per_plane
+        and a.strength != "auto"
+    )
+
+
 def _one(q: Path, outs: dict, a, kw: dict, names: list[str]) -> None:
     from ._io import Output, map_geometry, read_image, write_images
     from .restoration import restore
 
-    im = read_image(q, lazy=True if a.scheduler else None)
+    im = read_image(q, lazy=True if a.scheduler or _big_tiff(q, a) else None)
     data = im.data
     if a.scheduler and not _is_dask(data):
         from ._io import _lazy

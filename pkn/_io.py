@@ -190,8 +190,8 @@ def read_image(path, *, lazy: bool | None = None) -> Image:
         full-resolution level; a plain zarr array is read without geometry).
     lazy : bool, optional
         Return a dask array. Default: lazy for OME-Zarr (read chunk by chunk when
-        computed), numpy for TIFF and PNG (``lazy=True`` reads them and wraps the array
-        in a dask array of one chunk per plane).
+        computed), numpy for TIFF and PNG. ``lazy=True``: a TIFF is read page by page
+        when computed (tifffile's zarr store); a PNG is read and wrapped in one chunk.
 
     Returns
     -------
@@ -260,9 +260,7 @@ def _read_tiff(p: Path, lazy: bool) -> Image:
     with tifffile.TiffFile(p) as tif:
         series = tif.series[0]
         letters = series.axes
-        a = series.asarray()
-        if lazy:  # read here (the file closes below), chunked by plane
-            a = _lazy(a)
+        a = _tiff_lazy(p) if lazy else series.asarray()
         axes = _tiff_axes(letters)
         n = len(axes)
         scale, trans, units = [1.0] * n, [0.0] * n, [None] * n
@@ -277,6 +275,20 @@ def _read_tiff(p: Path, lazy: bool) -> Image:
         rgb = "S" in letters and letters.endswith("S") and a.shape[-1] in (3, 4)
     g = Geometry(axes, tuple(scale), tuple(trans), tuple(units))
     return Image(a, g, p, "tiff", rgb=rgb, provenance=prov)
+
+
+def _tiff_lazy(p: Path):
+    """The first series of TIFF ``p`` as a dask array read page by page when computed
+    (tifffile's zarr store, which keeps its own handle on the file): never whole in
+    memory."""
+    import dask.array as da
+    import tifffile
+    import zarr
+
+    z = zarr.open(tifffile.imread(p, aszarr=True, series=0), mode="r")
+    if isinstance(z, zarr.Group):  # a pyramid: the full-resolution level
+        z = z[sorted(z.array_keys())[0]]
+    return da.from_zarr(z)
 
 
 def _tiff_axes(letters: str) -> tuple[str, ...]:

@@ -226,3 +226,34 @@ def test_bad_arguments_exit_2_with_one_line(files, tmp_path, capsys, extra, matc
     err = capsys.readouterr().err.strip()
     assert match in err and len(err.splitlines()) == 1 and "Traceback" not in err
     assert not out.exists() or not list(out.iterdir())  # nothing processed
+
+
+def test_big_tiff_is_restored_lazily_with_the_same_result(tmp_path, monkeypatch):
+    """A TIFF over LAZY_TIFF_BYTES is read page by page (never whole) and gives the file
+    the in-memory restore gives; options that need the whole stack keep it in memory."""
+    import dask.array as da
+
+    import pkn._batch as B
+    import pkn._io as IO
+
+    z = np.stack([_img(64, s) for s in range(3)])
+    src = tmp_path / "big.tif"
+    tifffile.imwrite(src, z, photometric="minisblack")  # 3 pages: a z-stack
+    lazy = read_image(src, lazy=True).data
+    assert isinstance(lazy, da.Array) and lazy.chunks[0] == (1, 1, 1)
+    np.testing.assert_array_equal(lazy.compute(), z)
+    assert main([str(src), "--out", str(tmp_path / "mem"), "--quiet"]) == 0
+    seen = []
+    original = IO.read_image
+    monkeypatch.setattr(
+        IO, "read_image", lambda q, lazy=None: seen.append(lazy) or original(q, lazy=lazy)
+    )
+    monkeypatch.setattr(B, "LAZY_TIFF_BYTES", 0)
+    assert main([str(src), "--out", str(tmp_path / "lazy"), "--quiet"]) == 0
+    assert seen == [True]
+    a = tifffile.imread(tmp_path / "mem" / "big_pkn.ome.tif")
+    b = tifffile.imread(tmp_path / "lazy" / "big_pkn.ome.tif")
+    np.testing.assert_allclose(b, a, rtol=0, atol=1e-5 * float(np.ptp(a)))
+    seen.clear()
+    assert main([str(src), "--out", str(tmp_path / "auto"), "--quiet", "--strength", "auto"]) == 0
+    assert seen == [None]  # SURE needs the whole stack: in memory

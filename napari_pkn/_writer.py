@@ -133,6 +133,8 @@ def _write_one(path: Path, data, meta: dict) -> None:
             "images only (save its full-resolution level as a new layer)."
         )
     arr = np.asarray(data)  # a view or a computed copy: the layer's data is not touched
+    if arr.dtype == np.float16:  # OME has no half floats (PKN's map layers are float16)
+        arr = arr.astype(np.float32)
     _, ome = _record(arr, meta)
     fd, tmp = tempfile.mkstemp(suffix=".ome.tif", dir=path.parent)
     os.close(fd)

@@ -139,3 +139,16 @@ def test_napari_builtin_reader_loses_the_geometry(tmp_path):
     w = ViewerModel()
     w.open(path, plugin="napari")
     assert tuple(w.layers[0].scale) == (1.0, 1.0) and "pkn" not in w.layers[0].metadata
+
+
+def test_float16_map_layers_are_saved_as_float32(tmp_path):
+    """PKN's map and QC layers are float16, which OME-TIFF cannot hold: written as float32
+    (exactly the same values), the layer untouched."""
+    v = ViewerModel()
+    half = np.random.default_rng(2).random((12, 14)).astype(np.float16)
+    layer = v.add_image(half, name="sigma (px)", scale=(0.2, 0.2), translate=(0.05, 0.05))
+    paths = write_layers(str(tmp_path / "m.ome.tif"), [layer.as_layer_data_tuple()])
+    ((data, meta, _),) = read_layers(paths[0])
+    assert data.dtype == np.float32 and layer.data.dtype == np.float16
+    np.testing.assert_array_equal(data, half.astype(np.float32))
+    np.testing.assert_allclose(meta["scale"], (0.2, 0.2))

@@ -421,7 +421,9 @@ class Stack:
             rng = [(float(given[0]), float(given[1]))] * self.n
         elif self.per_plane or self.n == 1:
             rng = [
-                self._range(self.calibration_sample(i) if self.big(False) else self.raw(i)[None])
+                self._range(
+                    self.calibration_sample(i) if self.big(False) else self.read(self.raw(i))[None]
+                )
                 for i in range(self.n)
             ]
         else:
@@ -437,11 +439,17 @@ class Stack:
         """Plane ``i`` as a ``(C, H, W)`` view of the input."""
         return self.a[self.index(i)]
 
+    @staticmethod
+    def read(piece) -> np.ndarray:
+        """A piece of :meth:`raw` as numpy: the view itself here; a lazy stack
+        (:class:`pkn._lazy._LazyStack`) reads just that piece."""
+        return np.asarray(piece)
+
     def _sub(self) -> np.ndarray:
         """A regular subsample of all planes (about 1 M values per channel)."""
         H, W = self.a.shape[-2:]
         step = max(1, int(np.sqrt(self.n * H * W / 1e6)))
-        return np.stack([self.raw(i)[:, ::step, ::step] for i in range(self.n)])
+        return np.stack([self.read(self.raw(i)[:, ::step, ::step]) for i in range(self.n)])
 
     def _range(self, planes: np.ndarray) -> tuple[float, float]:
         """``(offset, scale)`` from the 0.1 and 99.9 percentiles, as :func:`prepare`:
@@ -464,7 +472,7 @@ class Stack:
         """Plane ``i`` normalised: a :class:`Prepared` with ``x`` ``(C, 1, H, W)``."""
         wd = np.float64 if self.out_dtype is np.float64 else np.float32
         lo, s = self.offset[i], self.scale[i]
-        x = torch.from_numpy(((self.raw(i).astype(wd) - lo) / s)[:, None].copy())
+        x = torch.from_numpy(((self.read(self.raw(i)).astype(wd) - lo) / s)[:, None].copy())
         if device is not None:
             x = x.to(device)
         ca = None if self.channel_axis is None else 0
@@ -483,7 +491,10 @@ class Stack:
         crops = _cal_crops(1 if i is not None else self.n, H, W)
         s = min(_CAL_SIDE, H, W)
         return np.stack(
-            [self.raw(j if i is None else i)[:, y : y + s, x : x + s] for j, y, x in crops]
+            [
+                self.read(self.raw(j if i is None else i)[:, y : y + s, x : x + s])
+                for j, y, x in crops
+            ]
         )
 
     def calibration_plane(self, i: int, device=None) -> Prepared:
@@ -503,7 +514,8 @@ class Stack:
         wd = np.float64 if self.out_dtype is np.float64 else np.float32
         lo, s = self.offset[i], self.scale[i]
         y0, y1, x0, x1 = box
-        x = torch.from_numpy(((self.raw(i)[:, y0:y1, x0:x1].astype(wd) - lo) / s)[:, None])
+        raw = self.read(self.raw(i)[:, y0:y1, x0:x1])
+        x = torch.from_numpy(((raw.astype(wd) - lo) / s)[:, None])
         if device is not None:
             x = x.to(device)
         ca = None if self.channel_axis is None else 0

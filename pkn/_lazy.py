@@ -151,28 +151,8 @@ class _LazyStack(Stack):
         self.offset, self.scale = self._normalisation()
 
     def raw(self, i: int):
-        """Plane ``i``, lazily (only what is sliced from it is read)."""
+        """Plane ``i``, lazily (only the pieces :meth:`Stack.read` gets are read)."""
         return self._xm[self.index(i)]
-
-    def _sub(self) -> np.ndarray:
-        return np.asarray(Stack._sub(self))
-
-    def _range(self, planes) -> tuple[float, float]:
-        return Stack._range(self, np.asarray(planes))
-
-    def calibration_sample(self, i: int | None = None) -> np.ndarray:
-        return np.asarray(Stack.calibration_sample(self, i))
-
-    def window(self, i: int, box, device=None) -> Prepared:
-        y0, y1, x0, x1 = box
-        wd = np.float64 if self.out_dtype is np.float64 else np.float32
-        lo, s = self.offset[i], self.scale[i]
-        raw = np.asarray(self.raw(i)[:, y0:y1, x0:x1]).astype(wd)
-        x = torch.from_numpy(((raw - lo) / s)[:, None])
-        if device is not None:
-            x = x.to(device)
-        ca = None if self.channel_axis is None else 0
-        return Prepared(x, lo, s, ca, 2 if ca is None else 3, self.out_dtype)
 
 
 def _calibration(xm, channel_axis, noise):
@@ -190,9 +170,7 @@ def _calibration(xm, channel_axis, noise):
         st = _LazyStack(xm, channel_axis)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            std_of, desc = stack_noise(
-                st, noise, [st.calibration_plane(0)] if st.n == 1 else None
-            )
+            std_of, desc = stack_noise(st, noise, [st.calibration_plane(0)] if st.n == 1 else None)
         H, W = xm.shape[-2:]
         how = (
             f"{len(_cal_crops(st.n, H, W))} crops of up to {_CAL_SIDE}x{_CAL_SIDE} pixels "

@@ -275,6 +275,22 @@ def estimate_noise(image, channel_axis: int | None = None, per_plane: bool = Fal
     return stack_noise(Stack(image, channel_axis, per_plane), None)[1]
 
 
+def check_layout(shape: tuple, channel_axis) -> int | None:
+    """The channel axis (non-negative, or None) of an image of ``shape``, or an error: at
+    least 2-D, a valid ``channel_axis``, and no last axis of 3 or 4 entries without one
+    (RGB read as planes of 3-pixel-wide images)."""
+    if len(shape) < 2:
+        raise ValueError(f"image has shape {shape}; need (..., y, x) with at least 2-D.")
+    ca = _check_channel_axis(channel_axis, len(shape))
+    if ca is None and len(shape) >= 3 and shape[-1] in (3, 4):
+        raise ValueError(
+            f"image has shape {shape}: the last axis (x) has {shape[-1]} entries. "
+            "If it holds colour channels pass channel_axis=-1; leading axes other than "
+            "channel_axis are planes (z, t, ...) of (y, x) images."
+        )
+    return ca
+
+
 def _check_channel_axis(channel_axis, ndim: int) -> int | None:
     """``channel_axis`` as a non-negative axis of an ``ndim``-D image, or a ValueError
     naming the value and the accepted range."""
@@ -373,15 +389,7 @@ class Stack:
                     f"> 0 (as Restoration.info['normalisation']), got {normalisation!r}."
                 )
         a = as_image(image)
-        if a.ndim < 2:
-            raise ValueError(f"image has shape {a.shape}; need (..., y, x) with at least 2-D.")
-        ca = _check_channel_axis(channel_axis, a.ndim)
-        if ca is None and a.ndim >= 3 and a.shape[-1] in (3, 4):
-            raise ValueError(
-                f"image has shape {a.shape}: the last axis (x) has {a.shape[-1]} entries. "
-                "If it holds colour channels pass channel_axis=-1; leading axes other than "
-                "channel_axis are planes (z, t, ...) of (y, x) images."
-            )
+        ca = check_layout(a.shape, channel_axis)
         self.shape, self.ndim, self.channel_axis = a.shape, a.ndim, ca
         a = a[..., None, :, :] if ca is None else np.moveaxis(a, ca, -3)
         self.a = a

@@ -31,7 +31,7 @@ from ._input import (
     Prepared,
     Stack,
     _cal_crops,
-    _check_channel_axis,
+    check_layout,
     check_strength,
     correlation_of,
     stack_noise,
@@ -93,15 +93,7 @@ def _validate(x, channel_axis):
         raise TypeError(
             f"image dtype {dt} is not supported; use uint8, uint16, float32 or float64."
         )
-    if x.ndim < 2:
-        raise ValueError(f"image has shape {x.shape}; need (..., y, x) with at least 2-D.")
-    ca = _check_channel_axis(channel_axis, x.ndim)
-    if ca is None and x.ndim >= 3 and x.shape[-1] in (3, 4):
-        raise ValueError(
-            f"image has shape {x.shape}: the last axis (x) has {x.shape[-1]} entries. "
-            "If it holds colour channels pass channel_axis=-1; leading axes other than "
-            "channel_axis are planes (z, t, ...) of (y, x) images."
-        )
+    ca = check_layout(x.shape, channel_axis)
     if x.size == 0:
         raise ValueError(f"image is empty (shape {x.shape}).")
     y, w = (

@@ -19,7 +19,6 @@ from __future__ import annotations
 import math
 import os
 import threading
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -169,8 +168,7 @@ def stack_noise(source, noise, per_plane: bool = False) -> StackNoise:
     Restorer is given these models (an RGB stack: one per channel).
     """
     from pkn import _lazy
-    from pkn._input import Stack, describe_models
-    from pkn.noise import calibrate
+    from pkn._input import POOLED, Stack, describe_models, pooled_models
 
     n = source.n_planes
     if n <= 1 or noise is not None:  # one plane, or the user's noise: as given
@@ -187,13 +185,10 @@ def stack_noise(source, noise, per_plane: bool = False) -> StackNoise:
     else:
         picks = list(range(n))
         planes = source.data
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # a noiseless channel: floored as pkn.restore does
-        models = calibrate(planes, channel_axis=-1) if source.rgb else (calibrate(planes),)
-    how = "pkn.noise.calibrate per channel, planes pooled (variance a * x + b)"
-    desc = {**describe_models(models, how), "scope": "stack"}
-    st = Stack(planes, -1 if source.rgb else None)  # the stack's normalisation, as restore's
-    return StackNoise(tuple(models), desc, n, picks, (st.offset[0], st.scale[0]))
+    st = Stack(planes, -1 if source.rgb else None)  # as pkn.restore(stack) sees it
+    models = tuple(pooled_models(st))  # its noise models and normalisation, as restore's
+    desc = {**describe_models(models, POOLED), "scope": "stack"}
+    return StackNoise(models, desc, n, picks, (st.offset[0], st.scale[0]))
 
 
 def result_bytes(source, n_maps: int, out_shape: tuple, qc: bool) -> int:

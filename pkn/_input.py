@@ -206,24 +206,27 @@ def _noise_model(p: Prepared, noise):
     return (lambda xw: noise_std_map(xw, given / p.scale)), desc
 
 
+def _std_fn(models, dtype=None):
+    """``std_fn(x)``: the per-channel noise std of ``x`` ``(C, 1, h, w)`` (normalised) for
+    noise models in normalised units: one number per channel for AWGN, else maps."""
+    if all(m.kind == "awgn" for m in models):
+        t = torch.tensor([m.std_at_mean for m in models], dtype=dtype)
+        t = t.view(-1, 1, 1, 1).clamp_min(1e-6)
+        return lambda xw: t.to(xw)
+
+    def std_fn(xw):
+        H, W = xw.shape[-2:]
+        return torch.cat(
+            [noise_std_map(xw[c : c + 1], m).expand(1, 1, H, W) for c, m in enumerate(models)]
+        )
+
+    return std_fn
+
+
 def _model_std(x, models, inp, how: str | None):
     """``(std_fn, desc)`` from per-channel noise models in normalised (``models``) and
     input units (``inp``); ``how`` they were estimated (None: given by the caller)."""
-    if all(m.kind == "awgn" for m in models):
-        t = torch.tensor([m.std_at_mean for m in models], dtype=x.dtype, device=x.device)
-        t = t.view(-1, 1, 1, 1).clamp_min(1e-6)
-
-        def std_fn(xw):
-            return t.to(xw)
-    else:
-
-        def std_fn(xw):
-            H, W = xw.shape[-2:]
-            return torch.cat(
-                [noise_std_map(xw[c : c + 1], m).expand(1, 1, H, W) for c, m in enumerate(models)]
-            )
-
-    return std_fn, describe_models(inp, how)
+    return _std_fn(models, x.dtype), describe_models(inp, how)
 
 
 def describe_models(inp, how: str | None = None) -> dict:
@@ -570,41 +573,23 @@ def stack_noise(st: Stack, noise, planes: list | None = None):
         }
         t = torch.tensor([v / s for v in sig]).view(-1, 1, 1, 1).clamp_min(1e-6)
         return (lambda i, p: t.to(p.x)), desc
+    inp = pooled_models(st)
+    std_fn = _std_fn([m.normalised(lo, s) for m in inp])
+    return (lambda i, p: std_fn(p.x)), {**describe_models(inp, POOLED), "scope": "stack"}
+
+
+#: How a stack's pooled noise models were estimated (``info["noise"]["estimated"]``).
+POOLED = "pkn.noise.calibrate per channel, planes pooled (variance a * x + b)"
+
+
+def pooled_models(st: Stack) -> list:
+    """The per-channel noise models (input units) of all of ``st``'s planes pooled, as
+    :func:`pkn.restore` estimates them for a stack: on the calibration crops of a big
+    stack (:meth:`Stack.big`), else on every pixel."""
+    C = st.a.shape[-3]
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+        warnings.simplefilter("ignore")  # a noiseless channel: its std is floored
         if st.big(True):  # crops spread over the planes
             sample = st.calibration_sample()
-            inp = [calibrate(sample[:, c]) for c in range(C)]
-        else:
-            inp = [calibrate(st.a[..., c, :, :]) for c in range(C)]  # input units, pooled
-    return _pooled(inp, lo, s)
-
-
-def _pooled(inp: list, lo: float, s: float):
-    """``(std_of, desc)`` for per-channel noise models ``inp`` (input units) shared by
-    every plane normalised by ``(x - lo) / s``."""
-    models = [m.normalised(lo, s) for m in inp]
-    awgn = all(m.kind == "awgn" for m in models)
-    const = torch.tensor([m.std_at_mean for m in models]).view(-1, 1, 1, 1).clamp_min(1e-6)
-
-    def std_of(i, p):
-        if awgn:
-            return const.to(p.x)
-        H, W = p.x.shape[-2:]
-        return torch.cat(
-            [noise_std_map(p.x[c : c + 1], m).expand(1, 1, H, W) for c, m in enumerate(models)]
-        )
-
-    desc = {
-        "model": "awgn" if all(m.kind == "awgn" for m in inp) else "poisson-gaussian",
-        "sigma": [m.std_at_mean for m in inp],
-        "estimated": "pkn.noise.calibrate per channel, planes pooled (variance a * x + b)",
-        "rho": [list(m.rho) for m in inp],
-        "correlation_length": [m.length for m in inp],
-        "correlation": [_corr_list(m) for m in inp],
-        "scope": "stack",
-    }
-    if desc["model"] == "poisson-gaussian":
-        desc["a"] = [m.a for m in inp]
-        desc["b"] = [m.b for m in inp]
-    return std_of, desc
+            return [calibrate(sample[:, c]) for c in range(C)]
+        return [calibrate(st.read(st.a[..., c, :, :])) for c in range(C)]

@@ -125,9 +125,9 @@ def _rechunk(xm, depth: int, whole: bool):
 
 
 class _LazyStack(Stack):
-    """:class:`pkn._input.Stack`'s rules on a lazy ``(lead..., C, H, W)`` array, reading
-    only what they need: for a big array (:meth:`Stack.big`, always the case above
-    :data:`SAMPLE_BYTES`) the calibration crops (:meth:`Stack.calibration_sample`), from
+    """:class:`pkn._input.Stack`'s rules on a lazy ``(lead..., C, H, W)`` big array
+    (:meth:`Stack.big`; smaller ones are read whole), reading only what they need: the
+    calibration crops (:meth:`Stack.calibration_sample`), from
     which both the normalisation and the noise model come, so that a big lazy array gets
     exactly the offset, scale and noise model the same array gets in memory. ``a`` is a
     zero-strided stand-in with the array's shape (no data)."""
@@ -154,7 +154,10 @@ def _calibration(xm, channel_axis, noise):
 
     C = xm.shape[-3]
     means = None
-    if xm.nbytes <= SAMPLE_BYTES:
+    from . import _input
+
+    pixels = int(np.prod(xm.shape[:-3], dtype=np.int64)) * xm.shape[-2] * xm.shape[-1]
+    if xm.nbytes <= SAMPLE_BYTES or pixels <= _input.CAL_PIXELS:  # else: a big array
         a = np.asarray(xm.compute())
         how = "the whole array"
         means = a.sum(axis=(-2, -1), dtype=np.float64) / (a.shape[-2] * a.shape[-1])

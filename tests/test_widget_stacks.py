@@ -307,9 +307,15 @@ def test_noise_argument_refuses_several_channels():
         noise_argument({"model": "awgn", "sigma": [0.1, 0.2, 0.3]})
 
 
-def test_stack_planes_equal_the_whole_stack_restore(viewer_widget, qtbot):
+@pytest.mark.parametrize("big", [False, True])
+def test_stack_planes_equal_the_whole_stack_restore(viewer_widget, qtbot, monkeypatch, big):
     """Each plane's Restorer gets the stack's noise models and normalisation: the layer
-    equals ``pkn.restore(stack)`` (one model, one normalisation per stack)."""
+    equals ``pkn.restore(stack)`` (one model, one normalisation per stack), also for a
+    stack big enough to be calibrated on crops."""
+    if big:
+        import pkn._input as pkn_input
+
+        monkeypatch.setattr(pkn_input, "CAL_PIXELS", 2**14)
     viewer, widget = viewer_widget
     stack = noisy_stack()
     layer = viewer.add_image(stack, name="z")

@@ -207,6 +207,8 @@ def restore_lazy(
     from .models.pkn_model import run_filter
     from .restoration import (
         Restoration,
+        _blur_info,
+        _blur_input,
         _check_size,
         _check_task_inputs,
         _model,
@@ -237,8 +239,7 @@ def restore_lazy(
     lead, (C, H, W) = tuple(xm.shape[:-3]), xm.shape[-3:]
     inputs: dict = {}
     if "blur" in spec.inputs:
-        psf = np.ndim(blur) == 2
-        inputs["blur"] = torch.as_tensor(np.asarray(blur, np.float32)) if psf else blur
+        inputs["blur"] = _blur_input(blur, (H, W))
     if "size" in spec.inputs:
         _check_size(xm.shape, np.float64 if native == np.float64 else np.float32, scale)
         inputs["size"] = (max(1, round(H * scale)), max(1, round(W * scale)))
@@ -393,7 +394,7 @@ def restore_lazy(
     if adapted:
         info["adaptation"] = adapted
     if "blur" in spec.inputs:
-        info["blur"] = blur if np.ndim(blur) < 2 else "psf array"
+        info.update(_blur_info(blur, inputs["blur"]))
     if "size" in spec.inputs:
         info["scale"] = float(scale)
     if denoise:  # lazy means: on chunks that see their own mean (no pass over the array)

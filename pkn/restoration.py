@@ -145,18 +145,11 @@ class Restorer:
         _check_task_inputs(spec, task, blur, scale)
         self.task, self.kernel, self.spec, self.blur, self.scale = task, kernel, spec, blur, scale
         self.inputs: dict = {}
-        if "blur" in spec.inputs and not isinstance(blur, np.ndarray | torch.Tensor | PSF):
-            self.inputs["blur"] = blur  # a Gaussian sigma or (sigma_y, sigma_x, rho)
         _lazy_refused(image)
         self.stack = st = Stack(image, channel_axis, per_plane, normalisation)
         H, W = st.a.shape[-2:]
-        if "blur" in spec.inputs and "blur" not in self.inputs:  # a PSF array, checked
-            try:
-                psf = check_psf(_psf_array(blur), image_shape=(H, W), name="blur")  # sums to 1
-            except ValueError as e:
-                msg = f"blur={_short(blur)}: {str(e).rstrip('.')}; accepted: {_BLUR_ACCEPTED}."
-                raise ValueError(msg) from None
-            self.inputs["blur"] = torch.as_tensor(psf)
+        if "blur" in spec.inputs:
+            self.inputs["blur"] = _blur_input(blur, (H, W))
         if "size" in spec.inputs:
             _check_size(st.a.shape, st.out_dtype, scale)
             self.inputs["size"] = (max(1, round(H * scale)), max(1, round(W * scale)))
@@ -413,13 +406,7 @@ class Restorer:
         if auto is not None:
             info["strength_auto"] = auto
         if "blur" in self.spec.inputs:
-            info["blur"] = (
-                self.blur
-                if "blur" not in self.inputs or not isinstance(self.inputs["blur"], torch.Tensor)
-                else f"psf array {tuple(self.inputs['blur'].shape)}"
-            )
-            if isinstance(self.blur, PSF):
-                info["psf"] = self.blur.info
+            info.update(_blur_info(self.blur, self.inputs["blur"]))
         if "size" in self.spec.inputs:
             info["scale"] = float(self.scale)
         return info
@@ -587,6 +574,31 @@ def _check_blur(blur) -> None:
             raise bad(str(e).rstrip(".")) from None
         return
     raise bad(f"{type(blur).__name__} is not a blur", TypeError)
+
+
+def _blur_input(blur, plane_hw: tuple[int, int]):
+    """What the kernel gets as ``blur=``: a Gaussian sigma or ``(sigma_y, sigma_x, rho)``
+    as given; a PSF (array or :class:`pkn.psf.PSF`) checked against the plane size by
+    :func:`pkn.psf.check_psf`, as a float32 tensor summing to 1."""
+    if not isinstance(blur, np.ndarray | torch.Tensor | PSF):
+        return blur
+    try:
+        psf = check_psf(_psf_array(blur), image_shape=plane_hw, name="blur")
+    except ValueError as e:
+        msg = f"blur={_short(blur)}: {str(e).rstrip('.')}; accepted: {_BLUR_ACCEPTED}."
+        raise ValueError(msg) from None
+    return torch.as_tensor(psf)
+
+
+def _blur_info(blur, used) -> dict:
+    """The blur in ``info``: as given, or the PSF's shape (and an imported PSF's
+    provenance)."""
+    if not isinstance(used, torch.Tensor):
+        return {"blur": blur}
+    info = {"blur": f"psf array {tuple(used.shape)}"}
+    if isinstance(blur, PSF):
+        info["psf"] = blur.info
+    return info
 
 
 def _psf_array(blur) -> np.ndarray:

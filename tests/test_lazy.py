@@ -170,3 +170,18 @@ def test_planes_smaller_than_the_halo_work_lazily():
     lazy = pkn.restore(da.from_array(x, chunks=(1, 48, 40)), noise=0.1)
     ref = pkn.restore(x, noise=0.1)
     np.testing.assert_allclose(lazy.image.compute(), ref.image, atol=1e-5)
+
+
+def test_psf_arrays_and_objects_deblur_lazily_as_in_memory():
+    """A PSF goes through the same check and normalisation lazily as in memory: an
+    unnormalised array and an imported PSF give the in-memory result and provenance."""
+    from pkn.training.degrade import gaussian_psf
+
+    x = _img()
+    psf = 3.0 * gaussian_psf(1.2).numpy()  # sums to 3: normalised by check_psf
+    for blur in (psf, pkn.import_psf(np.pad(psf, 4))):
+        kw = {"task": "deblur", "blur": blur, "noise": 0.02}
+        lazy, eager = pkn.restore(da.from_array(x, chunks=64), **kw), pkn.restore(x, **kw)
+        _same(lazy, eager)
+        assert lazy.info["blur"] == eager.info["blur"]
+        assert ("psf" in lazy.info) == ("psf" in eager.info) == (not isinstance(blur, np.ndarray))

@@ -2,16 +2,16 @@
 
 import threading
 
+import dask
+import dask.array as da
 import numpy as np
 import pytest
 import torch
+import zarr
 
-da = pytest.importorskip("dask.array")
-dask = pytest.importorskip("dask")
-
-import pkn  # noqa: E402
-import pkn._lazy as L  # noqa: E402
-from pkn.samples import natural  # noqa: E402
+import pkn
+import pkn._lazy as L
+from pkn.samples import natural
 
 
 def _img(h=201, w=233, seed=0):
@@ -103,7 +103,6 @@ def test_nothing_is_computed_but_a_bounded_sample(monkeypatch):
 
 
 def test_zarr_arrays_are_read_lazily(tmp_path):
-    zarr = pytest.importorskip("zarr")
     x = (np.clip(_img(), 0, 1) * 4000).astype(np.uint16)
     z = zarr.open_array(tmp_path / "a.zarr", mode="w", shape=x.shape, chunks=(64, 64), dtype="u2")
     z[:] = x
@@ -164,7 +163,6 @@ def test_restorer_refuses_lazy_input_and_says_what_to_do():
 def test_planes_smaller_than_the_halo_work_lazily():
     """A 48 x 40 plane is smaller than the halo (56 px): one chunk per plane, no halo,
     the in-memory result."""
-    da = pytest.importorskip("dask.array")
     rng = np.random.default_rng(3)
     x = (0.5 + 0.1 * rng.standard_normal((2, 48, 40))).astype(np.float32)
     lazy = pkn.restore(da.from_array(x, chunks=(1, 48, 40)), noise=0.1)

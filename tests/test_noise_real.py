@@ -68,7 +68,8 @@ def test_the_subset_covers_every_data_set():
 
 
 @pytest.mark.skipif(
-    not (MICRO / "volume" / "raw_stack_32bit.tif").is_file(), reason="no volume sample"
+    not (MICRO / "volume" / "raw_stack_32bit.tif").is_file(),
+    reason=f"real z-stack not found at {MICRO / 'volume'} (set PKN_DATA to the data root)",
 )
 def test_stack_pooled_and_per_plane():
     """The real z-stack (no reference): the pooled model lies within the per-plane ones

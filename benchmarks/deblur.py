@@ -190,6 +190,18 @@ def wiener(y: np.ndarray, psf: np.ndarray, noise: float, balance=None) -> np.nda
     return out[..., 0] if y.ndim == 2 else out
 
 
+def _pkn_row(model, kernel: str, tags: dict, notes: dict, blur, warm_side: int) -> None:
+    """Load the PKN row's model (a clear error if missing), tag its cache keys and notes
+    with its hash, and warm it up on a small image (so its first timing is not a load)."""
+    from pkn import restore
+
+    info = require_model(model, kernel)
+    tags["pkn"] = f"@{info['sha256'][:12]}"
+    notes["model"] = f"{info['name']} (sha256 {info['sha256'][:12]})"
+    warm = np.random.default_rng(0).random((warm_side, warm_side), np.float32)
+    restore(warm, "deblur", blur=blur, noise=0.01, model=model)
+
+
 def run(
     rows=ROWS,
     blurs=BLURS,
@@ -239,11 +251,7 @@ def run(
         "wiener": "" if wiener_balance is None else f"@balance{wiener_balance:g}",
     }
     if "pkn" in rows:
-        info = require_model(model, kernel)
-        tags["pkn"] = f"@{info['sha256'][:12]}"
-        notes["model"] = f"{info['name']} (sha256 {info['sha256'][:12]})"
-        warm = np.random.default_rng(0).random((32, 32), np.float32)
-        restore(warm, "deblur", blur=kernels[0][1] if kernels else 1.0, noise=0.01, model=model)
+        _pkn_row(model, kernel, tags, notes, kernels[0][1] if kernels else 1.0, 32)
     conditions = [
         (f"{label} n{noise:g}", (label, psf, float(noise)))
         for label, psf in kernels
@@ -399,11 +407,7 @@ def run_psf(
         "psf": f"|psf{zlib.crc32(psf.tobytes()):08x}|r{read_noise:g}",
     }
     if "pkn" in rows:
-        info = require_model(model, kernel)
-        tags["pkn"] = f"@{info['sha256'][:12]}"
-        notes["model"] = f"{info['name']} (sha256 {info['sha256'][:12]})"
-        warm = np.random.default_rng(0).random((64, 64), np.float32)
-        restore(warm, "deblur", blur=psf, noise=0.01, model=model)
+        _pkn_row(model, kernel, tags, notes, psf, 64)
     table: dict = {}
     for ds in datasets:
         if ds not in PSF_DATASETS:

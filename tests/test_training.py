@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 
@@ -13,6 +14,7 @@ from safetensors.torch import load_file
 from pkn.models.io import file_sha256, load_model
 from pkn.models.pkn_model import PKNModel
 from pkn.training import loop
+from pkn.training._validate import check_config
 from pkn.training.cli import main as cli_main
 from pkn.training.data import ImageBank, load_folder, training_dir
 from pkn.training.loop import TrainConfig, degrade_batch, restore_batch, train
@@ -532,3 +534,102 @@ def test_finetune_from_a_shipped_model_adds_the_correlation_input(data_dir, tmp_
     cfg2.init, cfg2.kernel = "nlm-sigma", "gaussian"
     with pytest.raises(ValueError, match="init"):
         train(cfg2, progress=False)
+
+
+# ------------------------------------------------------- band-limited (microscopy) content
+def test_band_limit_blurs_the_chosen_fraction_and_keeps_the_rest():
+    from pkn.training.degrade import band_limit, convolve, gaussian_psf
+
+    clean = torch.rand(64, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    out = band_limit(clean, np.random.default_rng(0), 0.5, (2.0, 2.0))
+    same = [bool(torch.equal(out[i], clean[i])) for i in range(64)]
+    assert 16 < sum(same) < 48  # about half untouched
+    i = same.index(False)
+    torch.testing.assert_close(out[i : i + 1], convolve(clean[i : i + 1], gaussian_psf(2.0)))
+    assert float(out[i].std()) < 0.5 * float(clean[i].std())  # white texture removed
+    assert torch.equal(band_limit(clean, np.random.default_rng(0), 0.0), clean)
+
+
+def test_band_limited_denoising_batch_targets_the_blurred_crop():
+    cfg = TrainConfig(sigma=(0.1, 0.1), band_limit=1.0, band_sigma=(1.5, 1.5), p_gray=1.0)
+    clean = _clean(B=4, s=32)
+    d = degrade_batch(cfg, clean, np.random.default_rng(0), "denoise")
+    # every target is a blurred channel: smoother than any clean channel
+    tv = (d.target[..., 1:] - d.target[..., :-1]).abs().mean()
+    assert float(tv) < 0.5 * float((clean[..., 1:] - clean[..., :-1]).abs().mean())
+    assert float((d.x - d.target).std()) == pytest.approx(0.1, rel=0.05)  # noise added after
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("band_limit", 1.5),
+        ("band_limit", -0.1),
+        ("band_sigma", (0.0, 1.0)),
+        ("band_sigma", (3.0, 1.0)),
+        ("band_sigma", (1.0, 50.0)),
+    ],
+)
+def test_band_limit_config_is_checked(field, value):
+    with pytest.raises(ValueError, match=field):
+        check_config(TrainConfig(**{field: value}))
+
+
+def test_cli_takes_band_limit(capsys):
+    with pytest.raises(SystemExit):
+        cli_main(["--band-sigma", "3,1"])
+    assert "band_sigma" in capsys.readouterr().err
+
+
+# ------------------------------------------------------- synthetic fluorescence content
+def test_synthetic_fluorescence_is_seeded_bounded_and_band_limited():
+    from pkn.training.synthetic import fluorescence
+
+    a = fluorescence(np.random.default_rng(5), 6, 64)
+    b = fluorescence(np.random.default_rng(5), 6, 64)
+    c = fluorescence(np.random.default_rng(6), 6, 64)
+    assert a.shape == (6, 1, 64, 64) and a.dtype == torch.float32
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert float(a.min()) >= 0.0 and float(a.max()) <= 1.0
+    for img in a[:, 0]:
+        assert float(img.max() - img.min()) > 0.05  # something is there
+        # seen through a PSF: little energy in the top half of the spectrum
+        f = torch.fft.fftshift(torch.fft.fft2(img - img.mean())).abs().square()
+        r = torch.hypot(
+            *torch.meshgrid(torch.arange(64) - 32.0, torch.arange(64) - 32.0, indexing="ij")
+        )
+        assert float(f[r > 16].sum() / f.sum()) < 0.05
+
+
+def test_synthetic_fluorescence_rejects_bad_sizes():
+    from pkn.training.synthetic import fluorescence
+
+    with pytest.raises(ValueError, match="count"):
+        fluorescence(np.random.default_rng(0), 0, 64)
+    with pytest.raises(ValueError, match="size"):
+        fluorescence(np.random.default_rng(0), 1, 4)
+
+
+def test_synthetic_batches_are_gray_and_the_default_stream_is_unchanged(data_dir):
+    from pkn.training.loop import _training_batch
+
+    bank = ImageBank(load_folder(data_dir), val_every=3)
+    plain = TrainConfig(sigma=(0.1, 0.1), batch=4, crop=32)
+    d0 = _training_batch(plain, bank, np.random.default_rng(0), "denoise")
+    rng = np.random.default_rng(0)
+    ref = degrade_batch(plain, bank.crops(rng, 4, 32, rgb=True), rng, "denoise")
+    assert torch.equal(d0.x, ref.x)  # synthetic = 0: exactly the old batches
+    syn = dataclasses.replace(plain, synthetic=1.0)
+    d = _training_batch(syn, bank, np.random.default_rng(0), "denoise")
+    assert torch.equal(d.guide, d.x)  # gray: each sample is its own guide
+    assert float((d.target < 0.1).float().mean()) > 0.2  # dark background, unlike photographs
+    assert float((d.x - d.target).std()) == pytest.approx(0.1, rel=0.05)
+
+
+def test_training_with_synthetic_content_says_so_on_the_card(data_dir, tmp_path):
+    out = tmp_path / "syn"
+    train(_cfg(data_dir, out, synthetic=0.5, band_limit=0.5), progress=False)
+    card = (out / "nlm.md").read_text()
+    assert "synthetic fluorescence" in card and "band-limited" in card
+    with pytest.raises(ValueError, match="synthetic"):
+        check_config(TrainConfig(synthetic=2.0))

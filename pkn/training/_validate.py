@@ -36,15 +36,18 @@ _RULES: dict[str, tuple[str, float | None, float | None, str]] = {
     "levin": ("float", 0.0, 1.0, "a probability in [0, 1]"),
     "p_gray": ("float", 0.0, 1.0, "a fraction in [0, 1]"),
     "correlated": ("float", 0.0, 1.0, "a fraction in [0, 1]"),
+    "band_limit": ("float", 0.0, 1.0, "a fraction in [0, 1]"),
+    "synthetic": ("float", 0.0, 1.0, "a fraction in [0, 1]"),
     "noise_power": ("float", 0.0, None, "a finite number >= 0 (0: the loss's own)"),
     "sigma": ("pair", 0.0, None, "LOW,HIGH with 0 <= LOW <= HIGH, finite"),
     "pg_a": ("pair", 0.0, None, "LOW,HIGH with 0 <= LOW <= HIGH, finite"),
     "pg_b": ("pair", 0.0, None, "LOW,HIGH with 0 <= LOW <= HIGH, finite"),
     "blur": ("pair", 0.0, None, "LOW,HIGH with 0 < LOW <= HIGH, finite (pixels)"),
+    "band_sigma": ("pair", 0.0, 20.0, "LOW,HIGH with 0 < LOW <= HIGH <= 20 (pixels)"),
     "scales": ("floats", 1.0, MAX_SCALE, f"factors in [1, {MAX_SCALE:g}], comma-separated"),
     "widths": ("ints3", 1, MAX_WIDTH, f"three integers in [1, {MAX_WIDTH}], e.g. 12,16,24"),
 }
-_STRICT_LOW = {"lr", "blur"}  # low itself is not accepted
+_STRICT_LOW = {"lr", "blur", "band_sigma"}  # low itself is not accepted
 
 
 def _number(v: object, integer: bool) -> bool:

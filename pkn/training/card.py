@@ -140,6 +140,19 @@ def _data_text(train: dict) -> str:
     )
     if "kodak" in str(data["folder"]).lower():
         text += " **Note: Kodak24 is the benchmarks' test set.**"
+    cfg = train.get("config", {})
+    if cfg.get("synthetic"):
+        text += (
+            f" {cfg['synthetic']:.0%} of the batches were synthetic fluorescence images "
+            "instead (`pkn.training.synthetic`: filaments, spots and cells through a "
+            "Gaussian PSF; no real microscopy image)."
+        )
+    if cfg.get("band_limit"):
+        lo, hi = cfg.get("band_sigma", (1.0, 3.0))
+        text += (
+            f" {cfg['band_limit']:.0%} of the clean crops were blurred by a Gaussian of "
+            f"sigma {lo:g}-{hi:g} px first (band-limited content, as microscope optics give)."
+        )
     return text
 
 

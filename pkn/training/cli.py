@@ -160,6 +160,26 @@ def parser() -> argparse.ArgumentParser:
         "kernels); > 0 also gives the network the noise correlation as input",
     )
     p.add_argument(
+        "--band-limit",
+        type=_checked("band_limit", _float),
+        default=d.band_limit,
+        help="denoising: fraction of clean crops blurred by a Gaussian first (band-limited "
+        "content, as microscope optics give; the blurred crop is the target)",
+    )
+    p.add_argument(
+        "--band-sigma",
+        type=_checked("band_sigma", _pair),
+        default=d.band_sigma,
+        help="--band-limit's Gaussian sigma range LOW,HIGH (px)",
+    )
+    p.add_argument(
+        "--synthetic",
+        type=_checked("synthetic", _float),
+        default=d.synthetic,
+        help="denoising: fraction of batches of synthetic fluorescence images (filaments, "
+        "spots, cells through a Gaussian PSF) instead of training-image crops",
+    )
+    p.add_argument(
         "--init",
         default=d.init,
         help="start from this model (shipped name or .safetensors) instead of from scratch",
@@ -214,6 +234,7 @@ def _main(argv: list[str] | None) -> int:
     kw["p_gray"] = kw.pop("p_gray")
     kw["levin_file"] = kw.pop("levin_file")
     kw["val_crop"] = kw.pop("val_crop")
+    kw["band_limit"], kw["band_sigma"] = kw.pop("band_limit"), kw.pop("band_sigma")
     kw["out"] = kw["out"] or f"runs/{args.kernel}"
     import shlex
     import sys

@@ -22,6 +22,7 @@ __all__ = [
     "Degraded",
     "add_awgn",
     "add_poisson_gaussian",
+    "band_limit",
     "blur_and_noise",
     "convolve",
     "correlated_noise",
@@ -219,8 +220,25 @@ def convolve(x: torch.Tensor, psf: torch.Tensor) -> torch.Tensor:
     """True convolution of ``(B, C, H, W)`` with a ``(kh, kw)`` PSF, mirrored borders, same
     size (the PSF's centre is ``(kh // 2, kw // 2)``)."""
     kh, kw = psf.shape
-    xp = F.pad(x, (kw // 2, (kw - 1) // 2, kh // 2, (kh - 1) // 2), mode="reflect")
-    return F.conv2d(xp, psf.flip(0, 1)[None, None].to(x))
+    B, C, H, W = x.shape
+    xp = F.pad(
+        x.reshape(B * C, 1, H, W), (kw // 2, (kw - 1) // 2, kh // 2, (kh - 1) // 2), mode="reflect"
+    )
+    return F.conv2d(xp, psf.flip(0, 1)[None, None].to(x)).reshape(B, C, H, W)
+
+
+def band_limit(
+    clean: torch.Tensor, rng: np.random.Generator, p: float, sigma=(1.0, 3.0)
+) -> torch.Tensor:
+    """Blur a fraction ``p`` of the clean images ``(B, C, H, W)`` by a Gaussian of sigma
+    drawn uniformly from ``sigma`` (px): band-limited content, as a microscope's optics
+    give (a widefield image is the object convolved with the PSF), so that a denoiser
+    trained on photographs also sees targets without fine texture. The blurred image is
+    the new clean image (the target): this is not a deblurring task."""
+    out = clean.clone()
+    for i in np.flatnonzero(rng.uniform(size=clean.shape[0]) < p):
+        out[i : i + 1] = convolve(clean[i : i + 1], gaussian_psf(float(rng.uniform(*sigma))))
+    return out
 
 
 def blur_and_noise(

@@ -15,7 +15,7 @@ import torch
 
 from ..models.io import load_model, save_model
 from ..models.pkn_model import PKNModel
-from . import degrade
+from . import degrade, synthetic
 from .card import write_card
 from .data import DATA_ENV, TRAIN_SUBDIR, ImageBank, data_root, load_folder, training_dir
 from .losses import get_loss, psnr
@@ -51,6 +51,10 @@ class TrainConfig:
     p_gray: float = 0.25  # guided: fraction of samples treated as gray (guide = the channel)
     correlated: float = 0.0  # denoising: fraction of samples with spatially correlated noise;
     # > 0: the network also takes the noise correlation as input
+    band_limit: float = 0.0  # denoising: fraction of clean crops blurred (a microscope's optics)
+    band_sigma: tuple[float, float] = (1.0, 3.0)  # ... by a Gaussian of this sigma range (px)
+    synthetic: float = 0.0  # denoising: fraction of batches of synthetic fluorescence images
+    # (gray, pkn.training.synthetic) instead of training-image crops
     init: str = ""  # start from this model (shipped name or .safetensors file) instead of scratch
     options: dict = field(default_factory=dict)
     seed: int = 0
@@ -91,6 +95,8 @@ def degrade_batch(cfg: TrainConfig, clean: torch.Tensor, rng: np.random.Generato
     """Synthesize a degraded batch for ``task`` from clean crops ``(B, C, s, s)``; for
     denoising, one channel per sample is returned with its guide."""
     if task == "denoise":
+        if cfg.band_limit > 0:
+            clean = degrade.band_limit(clean, rng, cfg.band_limit, cfg.band_sigma)
         return _one_channel(_noisy(cfg, clean, rng), rng, cfg.p_gray)
     if task == "deblur":
         psfs = degrade.levin_kernels(cfg.levin_file or None) if cfg.levin > 0 else None
@@ -102,6 +108,17 @@ def degrade_batch(cfg: TrainConfig, clean: torch.Tensor, rng: np.random.Generato
         noise = cfg.sigma if max(cfg.sigma) > 0 else 0.0
         return degrade.downscale(clean[..., :keep, :keep], rng, s, noise)
     raise ValueError(f"unknown task {task!r}.")
+
+
+def _training_batch(cfg: TrainConfig, bank: ImageBank, rng: np.random.Generator, task: str):
+    """One degraded training batch: crops of the training images or, for a fraction
+    ``cfg.synthetic`` of denoising batches, synthetic fluorescence images (gray: each
+    sample its own guide). With ``synthetic == 0`` the random stream is the old one."""
+    if task == "denoise" and cfg.synthetic > 0 and rng.uniform() < cfg.synthetic:
+        clean = synthetic.fluorescence(rng, cfg.batch, cfg.crop).expand(-1, 3, -1, -1)
+        return degrade_batch(dataclasses.replace(cfg, p_gray=1.0), clean, rng, task)
+    clean = bank.crops(rng, cfg.batch, cfg.crop, rgb=task == "denoise")
+    return degrade_batch(cfg, clean, rng, task)
 
 
 def restore_batch(model: PKNModel, d: degrade.Degraded):
@@ -224,8 +241,7 @@ def _train(cfg: TrainConfig, progress: bool) -> dict:
     bar = tqdm(total=cfg.iters, initial=step, disable=not progress, dynamic_ncols=True)
     ema, last_val, t0, px = None, history[-1]["psnr"] if history else float("nan"), time.time(), 0
     while step < cfg.iters:
-        clean = bank.crops(rng, cfg.batch, cfg.crop, rgb=task == "denoise")
-        d = degrade_batch(cfg, clean, rng, task)
+        d = _training_batch(cfg, bank, rng, task)
         y, _ = restore_batch(model, d)
         per = loss_fn(y, d.target)  # (B,)
         if cfg.noise_weighted:

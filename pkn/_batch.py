@@ -352,9 +352,12 @@ def main(argv: list[str] | None = None) -> int:
         return _err(e)
     from .models.io import load_model
     from .models.procedural import get_spec, tasks
-    from .restoration import _model
+    from .restoration import _model, _model_kernel
 
-    kernel = a.kernel or tasks()[a.task]
+    try:
+        kernel = a.kernel or _model_kernel(a.model) or tasks()[a.task]
+    except (ValueError, OSError) as e:
+        return _err(str(e).splitlines()[0])
     spec_task = get_spec(kernel).task
     if spec_task != a.task:
         return _err(f"--kernel {kernel} does {spec_task}, not {a.task}")
@@ -373,7 +376,7 @@ def main(argv: list[str] | None = None) -> int:
     why = _check_channel_axis(files, a.channel_axis)
     if why:
         return _err(why)
-    kw = {"kernel": a.kernel, "model": a.model, "noise": a.noise, "strength": a.strength}
+    kw = {"kernel": kernel, "model": a.model, "noise": a.noise, "strength": a.strength}
     kw.update({k: v for k, v in (("blur", a.blur), ("scale", a.scale)) if v is not None})
     out_dir = Path(a.out)
     try:

@@ -215,7 +215,7 @@ def restore_lazy(
         _task_kernel,
     )
 
-    kernel, spec = _task_kernel(task, kernel)
+    kernel, spec = _task_kernel(task, kernel, model)
     _check_task_inputs(spec, task, blur, scale)
     if isinstance(strength, str) and strength == "auto":
         raise ValueError(

@@ -136,7 +136,7 @@ class Restorer:
     ):
         from .models.io import load_model
 
-        kernel, spec = _task_kernel(task, kernel)
+        kernel, spec = _task_kernel(task, kernel, model)
         if spec.ndim != 2:
             raise ValueError(
                 f"kernel {kernel!r} filters over {spec.spatial_axes}; pkn.restore handles "
@@ -499,13 +499,25 @@ _BLUR_ACCEPTED = (
 )
 
 
-def _task_kernel(task, kernel):
-    """``(kernel, descriptor)`` for ``task`` (its default kernel when ``kernel`` is None),
-    or an error naming the value and what is accepted."""
+def _model_kernel(model) -> str | None:
+    """The kernel a model (shipped name, file or object) drives; None for no model."""
+    if model is None:
+        return None
+    from .models.io import load_model
+    from .models.pkn_model import PKNModel
+
+    if isinstance(model, PKNModel):
+        return model.kernel
+    return load_model(model)[0].kernel  # cached by path and hash; bad names: clear errors
+
+
+def _task_kernel(task, kernel, model=None):
+    """``(kernel, descriptor)`` for ``task``: ``kernel``, else the kernel ``model`` drives,
+    else the task's default; or an error naming the value and what is accepted."""
     defaults = tasks()
     if task not in defaults:
         raise ValueError(f"task must be one of {sorted(defaults)}, got {task!r}.")
-    kernel = kernel or defaults[task]
+    kernel = kernel or _model_kernel(model) or defaults[task]
     if kernel not in network_kernels():
         raise ValueError(f"kernel must be one of {network_kernels()}, got {kernel!r}.")
     spec = get_spec(kernel)
@@ -709,7 +721,8 @@ def restore(
     task : {"denoise", "deblur", "upsample"}
     kernel : str, optional
         ``"nlm"`` (default for denoise), ``"bilateral"``, ``"gaussian"``,
-        ``"anisotropic"``, ``"polyblur"`` (deblur) or ``"rbf"`` (upsample).
+        ``"anisotropic"``, ``"polyblur"`` (deblur) or ``"rbf"`` (upsample). Default: the
+        kernel ``model`` drives when a model is given, else the task's default.
     noise : None, "auto", float, (float, float) or NoiseModel
         ``None``/``"auto"``: estimated from the image (:func:`pkn.calibrate`: marginal
         variance ``a * x + b`` and spatial correlation per channel; see ``.info``).

@@ -257,3 +257,24 @@ def test_big_tiff_is_restored_lazily_with_the_same_result(tmp_path, monkeypatch)
     seen.clear()
     assert main([str(src), "--out", str(tmp_path / "auto"), "--quiet", "--strength", "auto"]) == 0
     assert seen == [None]  # SURE needs the whole stack: in memory
+
+
+def test_a_model_alone_chooses_the_kernel(files, tmp_path):
+    out = tmp_path / "out"
+    assert (
+        main(
+            [
+                str(files / "a.tif"),
+                "--out",
+                str(out),
+                "--noise",
+                "0.08",
+                "--quiet",
+                "--model",
+                "gaussian",
+            ]
+        )
+        == 0
+    )
+    info = json.loads((out / "a_pkn.json").read_text())
+    assert info["model"] == "gaussian" and info["kernel"] == "gaussian"

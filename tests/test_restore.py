@@ -231,3 +231,25 @@ def test_estimated_noise_correlation_reaches_the_network():
     a = pkn.restore(x, kernel="gaussian")
     b = pkn.restore(x, kernel="gaussian", noise=float(a.info["noise"]["sigma"][0]))
     np.testing.assert_allclose(a.maps["sigma1"], b.maps["sigma1"], rtol=1e-5, atol=1e-6)
+
+
+def test_a_model_alone_chooses_its_kernel(tmp_path):
+    """``model=`` without ``kernel=`` runs the model's kernel (it used to default to the
+    task's kernel and refuse the model); a kernel that contradicts the model is refused."""
+    from pkn.models.io import load_model
+
+    x = np.random.default_rng(3).normal(0.5, 0.1, (48, 40)).astype(np.float32)
+    r = pkn.restore(x, model="gaussian", noise=0.1)
+    assert r.info["kernel"] == "gaussian" and set(r.maps) == {"sigma1"}
+    ref = pkn.restore(x, kernel="gaussian", noise=0.1)
+    np.testing.assert_array_equal(r.image, ref.image)
+    obj = load_model("anisotropic")[0]  # a model object too
+    assert pkn.restore(x, model=obj, noise=0.1).info["kernel"] == "anisotropic"
+    with pytest.raises(ValueError, match="drives kernel 'gaussian', not 'nlm'"):
+        pkn.restore(x, kernel="nlm", model="gaussian")
+    with pytest.raises(ValueError, match="kernel 'polyblur' does deblur, not denoise"):
+        pkn.restore(x, model="polyblur")
+    assert (
+        pkn.restore(x, "deblur", model="polyblur", blur=1.0, noise=0.01).info["kernel"]
+        == "polyblur"
+    )

@@ -485,6 +485,33 @@ def test_ship_script_copies_the_model_and_renders_the_card(data_dir, tmp_path, c
     assert file_sha256(shipped) in capsys.readouterr().out
 
 
+def test_training_chain_lists_the_fine_tuning_runs_in_order(data_dir, tmp_path, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(
+        "chain", Path(__file__).resolve().parents[1] / "scripts" / "training_chain.py"
+    )
+    chain = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(chain)
+    first, second = tmp_path / "first", tmp_path / "second"
+    train(
+        _cfg(data_dir, first, iters=1, val_every=1, command="python -m pkn train A"), progress=False
+    )
+    model = first / "nlm.safetensors"
+    cfg = _cfg(
+        data_dir, second, iters=1, val_every=1, init=str(model), command="python -m pkn train B"
+    )
+    train(cfg, progress=False)
+    assert chain.main([str(second / "nlm.safetensors")]) == 0
+    md = capsys.readouterr().out
+    assert md.index("python -m pkn train A") < md.index("python -m pkn train B")
+    assert file_sha256(model)[:12] in md and "2 runs" in md
+    with pytest.raises(SystemExit):  # not a training run's model: a clear error
+        chain.main([str(tmp_path / "elsewhere.safetensors")])
+    assert "summary.json" in capsys.readouterr().err
+
+
 # ------------------------------------------------------- spatially correlated noise
 def test_correlated_noise_has_the_correlation_it_reports():
     from pkn.training.degrade import correlated_noise

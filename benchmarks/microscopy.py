@@ -380,6 +380,13 @@ def run(
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     set_threads(threads)
     root = Path(data) if data else data_root() / "microscopy"
+    if kernel is None and model is not None:  # the kernel the model drives
+        from pkn.restoration import _model_kernel
+
+        try:
+            kernel = _model_kernel(model)
+        except (ValueError, FileNotFoundError, OSError):
+            pass  # require_model below says what is missing
     kernel = kernel or task_kernels("denoise")[0]
     model = model or kernel
     notes: dict = {
@@ -666,7 +673,8 @@ def main(argv: list[str] | None = None) -> int:
         "--kernel",
         default=None,
         choices=task_kernels("denoise"),
-        help="kernel of pkn / global / oracle (default: the first, %(choices)s)",
+        help="kernel of pkn / global / oracle (default: the model's, else the first of "
+        "%(choices)s)",
     )
     p.add_argument("--model", default=None, help="model name or .safetensors (default: kernel)")
     p.add_argument("--cache", default=None, help="JSON file caching per-image results")

@@ -248,3 +248,15 @@ def test_find_pairs_groups_w2s_by_channel(data):
     (pair,) = microscopy.find_pairs(data, "bacteria16")["bacteria16"]
     noisy, clean = pair.load()
     assert noisy.shape == clean.shape == (32, 32) and noisy.min() > 100 / 65535
+
+
+def test_the_kernel_follows_the_model(data, tmp_path, capsys):
+    """``--model`` of another kernel without ``--kernel`` runs that kernel (it used to be
+    refused as "not a nlm model"); a contradicting ``--kernel`` is still a clear error."""
+    model = str(save_model(PKNModel("gaussian"), tmp_path / "g.safetensors"))
+    argv = ["--data", str(data), "--datasets", "srdtrans", "--methods", "pkn", "--threads", "1"]
+    rc, out, err = _run([*argv, "--model", model, "--markdown"], capsys)
+    assert rc == 0, err
+    assert "PKN: kernel gaussian, model g" in out
+    rc, out, err = _run([*argv, "--model", model, "--kernel", "nlm"], capsys)
+    assert rc == 2 and "drives the 'gaussian' kernel" in err

@@ -173,9 +173,14 @@ def _init_text(cfg: dict, train: dict) -> str:
     if not cfg.get("init"):
         return ""
     sha = train.get("init", {}).get("sha256")
-    return f", starting from the model `{cfg['init']}`" + (
-        f" (SHA-256 `{sha}`; an earlier shipped model is in the git history)" if sha else ""
+    if not sha:
+        return f", starting from the model `{cfg['init']}`"
+    where = (
+        "a shipped model's earlier version is in the git history"
+        if not str(cfg["init"]).endswith(".safetensors")
+        else "an earlier training run's output: `python scripts/training_chain.py` lists the runs"
     )
+    return f", starting from the model `{cfg['init']}` (SHA-256 `{sha}`; {where})"
 
 
 def _weighting(cfg: dict) -> str:

@@ -33,3 +33,24 @@ def test_model_loads_and_matches_its_card(name):
     assert set(maps) == set(model.spec.param_names)
     for m in maps.values():
         assert m.shape == (1, 1, 11, 15) and torch.isfinite(m).all()
+
+
+@pytest.mark.parametrize("name", ["anisotropic-fluo", "nlm-fluo"])
+def test_fluorescence_models_say_how_they_were_made(name):
+    """The fluorescence models are fine-tuned in a chain of runs: the card lists every
+    command in order, says what content they saw (synthetic fluorescence, never a real
+    microscopy image) and the model drives its kernel without being told."""
+    model, info = load_model(name)
+    assert model.correlated and info["n_parameters"] < 20_000
+    card = (resources.files("pkn._resources") / f"{name}.md").read_text()
+    assert "## Training chain" in card and "synthetic fluorescence" in card
+    commands = re.findall(r"python -m pkn train .*", card.split("## Training chain")[1])
+    assert len(commands) >= 2 and all("--synthetic" in c for c in commands)
+    assert all("--init" in c for c in commands)
+    import numpy as np
+
+    import pkn
+
+    x = np.random.default_rng(0).poisson(40 * np.full((40, 40), 0.3)).astype(np.float32) / 40
+    r = pkn.restore(x, model=name)
+    assert r.info["kernel"] == model.kernel and r.info["model"] == name

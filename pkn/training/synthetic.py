@@ -3,11 +3,11 @@
 Photographs (BSDS) teach a denoiser that fine texture is everywhere; a fluorescence
 image is mostly dark background, smooth cytoplasm and thin bright structures
 (filaments, vesicles, organelles) seen through the microscope's optics, i.e. blurred by
-its PSF. A model trained on photographs alone under-smooths such images (measured on
-W2S: the shipped Gaussian model's median sigma 1.4 px where the best single sigma per
-image is 2.2 px). :func:`fluorescence` draws random images of that kind; with
+its PSF. A model trained on photographs alone under-smooths such images (on W2S
+frame 009_1 the shipped Gaussian model's median sigma was 1.4 px; the best single sigma
+per W2S image has a median of 2.2 px). :func:`fluorescence` draws random images of that kind; with
 ``TrainConfig.synthetic`` a fraction of the training batches comes from it. No real
-microscopy image is used, so every real data set stays a test set.
+microscopy image is used for training.
 
 Each image is a sum of
 

@@ -100,7 +100,9 @@ def _parser() -> _Parser:
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="files, folders or globs")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     p.add_argument("--task", default="denoise", choices=sorted(tasks()))
-    p.add_argument("--kernel", choices=network_kernels(), help="default: the task's")
+    p.add_argument(
+        "--kernel", choices=network_kernels(), help="default: the --model's kernel, else the task's"
+    )
     p.add_argument("--model", help="a shipped model name or a .safetensors file")
     p.add_argument("--noise", type=_noise, default=None, help="auto (default), sigma, or a,b")
     p.add_argument("--strength", type=_strength, default=1.0, help="a number >= 0 or auto")

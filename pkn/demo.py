@@ -61,7 +61,13 @@ def _main(argv: list[str] | None) -> int:
     p.add_argument("--sample", choices=["fluorescence", "natural"], default="fluorescence")
     from .models.procedural import network_kernels, tasks
 
-    p.add_argument("--kernel", default=tasks()["denoise"], choices=network_kernels("denoise"))
+    p.add_argument("--kernel", default=None, choices=network_kernels("denoise"))
+    p.add_argument(
+        "--model",
+        default=None,
+        help="a shipped denoising model or .safetensors file, e.g. nlm-fluo for fluorescence "
+        "(its kernel is used; default: the kernel's shipped model)",
+    )
     p.add_argument("--strength", type=_strength, default=1.0, help="1 = as trained, 0 = identity")
     p.add_argument("--out", default="out", help="output folder (default ./out)")
     a = p.parse_args(argv)
@@ -74,10 +80,22 @@ def _main(argv: list[str] | None) -> int:
     from . import samples
     from .restoration import restore
 
+    if a.model is not None:
+        from .restoration import _model_kernel, _task_kernel
+
+        try:
+            mk = _model_kernel(a.model)
+            kernel, _ = _task_kernel("denoise", a.kernel or mk)
+        except (ValueError, OSError) as e:
+            p.error(f"argument --model: {str(e).splitlines()[0]}")
+        if kernel != mk:
+            p.error(f"argument --model: model {a.model!r} drives kernel {mk!r}, not {kernel!r}")
+    else:
+        kernel = a.kernel or tasks()["denoise"]
     noisy, clean = getattr(samples, a.sample)()
-    r = restore(noisy, "denoise", kernel=a.kernel, strength=a.strength)
+    r = restore(noisy, "denoise", kernel=kernel, model=a.model, strength=a.strength)
     out.mkdir(parents=True, exist_ok=True)
-    stem = f"{a.sample}_{a.kernel}"
+    stem = f"{a.sample}_{Path(a.model).stem if a.model else kernel}"
     tifffile.imwrite(out / f"{stem}_restored.tif", r.image)
     lo, hi = np.percentile(noisy, [0.5, 99.5])
     _png(out / f"{a.sample}_noisy.png", noisy, lo, hi)
@@ -92,7 +110,7 @@ def _main(argv: list[str] | None) -> int:
     after = affine_metrics(r.image, clean)["psnr"]
     print(
         f"sample {a.sample}: PSNR vs clean reference (after affine fit) "
-        f"{before:.2f} dB -> {after:.2f} dB with {a.kernel} (model {r.info['model']}, "
+        f"{before:.2f} dB -> {after:.2f} dB with {kernel} (model {r.info['model']}, "
         f"{r.info['n_parameters']} parameters)"
     )
     noise = {k: v for k, v in r.info["noise"].items() if k != "correlation"}  # 5x5 each

@@ -86,6 +86,12 @@ DEMO = {
     "strength-word": (["--strength", "high"], r"--strength: strength must be.*'high'"),
     "sample-unknown": (["--sample", "x"], r"--sample: invalid choice: 'x'"),
     "kernel-unknown": (["--kernel", "x"], r"--kernel: invalid choice: 'x'"),
+    "model-unknown": (["--model", "nosuch"], r"--model: .*nosuch"),
+    "model-other-task": (["--model", "polyblur"], r"--model: kernel 'polyblur' does deblur"),
+    "model-other-kernel": (
+        ["--kernel", "nlm", "--model", "gaussian"],
+        r"--model: model 'gaussian' drives kernel 'gaussian', not 'nlm'",
+    ),
 }
 
 
@@ -96,6 +102,17 @@ def test_demo_options(case, capsys, tmp_path):
     assert code == 2
     assert __import__("re").search(pattern, _one_error_line(err)), err
     assert not (tmp_path / "out").exists()
+
+
+def test_demo_with_a_model_uses_its_kernel(capsys, tmp_path):
+    code, err = _run(["demo", "--model", "nlm-fluo", "--out", str(tmp_path / "out")], capsys)
+    assert code == 0, err
+    files = {f.name for f in (tmp_path / "out").iterdir()}
+    assert "fluorescence_nlm-fluo_restored.tif" in files
+    info = __import__("json").loads(
+        (tmp_path / "out" / "fluorescence_nlm-fluo_info.json").read_text()
+    )
+    assert info["model"] == "nlm-fluo" and info["kernel"] == "nlm"
 
 
 def test_demo_out_is_a_file(capsys, tmp_path):

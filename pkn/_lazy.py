@@ -211,7 +211,7 @@ def restore_lazy(
         _blur_input,
         _check_size,
         _check_task_inputs,
-        _model,
+        _kernel_model,
         _task_kernel,
     )
 
@@ -243,9 +243,7 @@ def restore_lazy(
     if "size" in spec.inputs:
         _check_size(xm.shape, np.float64 if native == np.float64 else np.float32, scale)
         inputs["size"] = (max(1, round(H * scale)), max(1, round(W * scale)))
-    net, mi = _model(model, kernel, load_model)
-    if net.kernel != kernel:
-        raise ValueError(f"model {mi['name']!r} drives kernel {net.kernel!r}, not {kernel!r}.")
+    net, mi = _kernel_model(model, kernel, load_model)
 
     # the halo: the kernel's support at the largest maps it can get (strength included)
     tiled = spec.pixel_grid == "input"

@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
 def _main(argv: list[str] | None) -> int:
     p = argparse.ArgumentParser(prog="python -m pkn demo", description=__doc__.split("\n\n")[0])
     p.add_argument("--sample", choices=["fluorescence", "natural"], default="fluorescence")
-    from .models.procedural import network_kernels, tasks
+    from .models.procedural import network_kernels
 
     p.add_argument("--kernel", default=None, choices=network_kernels("denoise"))
     p.add_argument(
@@ -78,20 +78,15 @@ def _main(argv: list[str] | None) -> int:
     import tifffile
 
     from . import samples
-    from .restoration import restore
+    from .models.io import load_model
+    from .restoration import _kernel_model, _task_kernel, restore
 
-    if a.model is not None:
-        from .restoration import _model_kernel, _task_kernel
-
-        try:
-            mk = _model_kernel(a.model)
-            kernel, _ = _task_kernel("denoise", a.kernel or mk)
-        except (ValueError, OSError) as e:
-            p.error(f"argument --model: {str(e).splitlines()[0]}")
-        if kernel != mk:
-            p.error(f"argument --model: model {a.model!r} drives kernel {mk!r}, not {kernel!r}")
-    else:
-        kernel = a.kernel or tasks()["denoise"]
+    try:  # the kernel follows the model; a model of another kernel or task: one line
+        kernel, _ = _task_kernel("denoise", a.kernel, a.model)
+        if a.model is not None:
+            _kernel_model(a.model, kernel, load_model)
+    except (ValueError, OSError) as e:
+        p.error(f"argument --model: {str(e).splitlines()[0]}")
     noisy, clean = getattr(samples, a.sample)()
     r = restore(noisy, "denoise", kernel=kernel, model=a.model, strength=a.strength)
     out.mkdir(parents=True, exist_ok=True)

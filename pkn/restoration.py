@@ -153,10 +153,7 @@ class Restorer:
         if "size" in spec.inputs:
             _check_size(st.a.shape, st.out_dtype, scale)
             self.inputs["size"] = (max(1, round(H * scale)), max(1, round(W * scale)))
-        self.net, self.model_info = _model(model, kernel, load_model)
-        if self.net.kernel != kernel:
-            name = self.model_info["name"]
-            raise ValueError(f"model {name!r} drives kernel {self.net.kernel!r}, not {kernel!r}.")
+        self.net, self.model_info = _kernel_model(model, kernel, load_model)
         self.device = device
         p0 = st.calibration_plane(0, device) if st.n == 1 else st.window(0, (0, 2, 0, 2), device)
         self.net = self.net.to(p0.x.device, p0.x.dtype)
@@ -672,6 +669,14 @@ def _model(model, kernel: str, load_model):
         info["n_parameters"] = sum(q.numel() for q in net.parameters())
         return net, info
     return load_model(model or kernel)
+
+
+def _kernel_model(model, kernel: str, load_model):
+    """:func:`_model`, refused unless the model drives ``kernel``."""
+    net, info = _model(model, kernel, load_model)
+    if net.kernel != kernel:
+        raise ValueError(f"model {info['name']!r} drives kernel {net.kernel!r}, not {kernel!r}.")
+    return net, info
 
 
 def restore(

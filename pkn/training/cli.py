@@ -229,12 +229,6 @@ def _main(argv: list[str] | None) -> int:
         p.error(str(e))
     kw = vars(args).copy()
     quiet = kw.pop("quiet")
-    kw["pg_a"], kw["pg_b"] = kw.pop("pg_a"), kw.pop("pg_b")
-    kw["val_every"] = kw.pop("val_every")
-    kw["p_gray"] = kw.pop("p_gray")
-    kw["levin_file"] = kw.pop("levin_file")
-    kw["val_crop"] = kw.pop("val_crop")
-    kw["band_limit"], kw["band_sigma"] = kw.pop("band_limit"), kw.pop("band_sigma")
     kw["out"] = kw["out"] or f"runs/{args.kernel}"
     import shlex
     import sys

@@ -39,7 +39,7 @@ def _blur(a: np.ndarray, sigma: float) -> np.ndarray:
 def _cells(rng: np.random.Generator, n: int) -> np.ndarray:
     """Smooth masks in [0, 1] with soft edges: where the cells are."""
     scale = rng.uniform(n / 8, n / 3)
-    field = _blur(rng.standard_normal((n, n)).astype(np.float32), scale)
+    field = _blur(rng.standard_normal((n, n)), scale)
     field = (field - field.mean()) / (field.std() + 1e-8)
     level = rng.uniform(-1.0, 0.8)  # from mostly cell to mostly background
     return 1.0 / (1.0 + np.exp(np.clip(-(field - level) * rng.uniform(4.0, 20.0), -50, 50)))
@@ -130,10 +130,9 @@ def fluorescence(
     out = np.empty((count, 1, size, size), np.float32)
     for k in range(count):
         cells = _cells(rng, n)
+        # a dim cytoplasm whose brightness varies slowly across the cell
         cyto = (
-            cells
-            * rng.uniform(0.0, 0.35)
-            * (1 + 0.5 * _blur(rng.standard_normal((n, n)), n / 10) * 10)
+            cells * rng.uniform(0.0, 0.35) * (1 + 5.0 * _blur(rng.standard_normal((n, n)), n / 10))
         )
         obj = np.clip(cyto, 0, None) + _filaments(rng, n, cells) + _spots(rng, n)
         img = _blur(obj, float(rng.uniform(*psf_sigma)))[margin:-margin, margin:-margin]

@@ -354,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
         return _err(e)
     from .models.io import load_model
     from .models.procedural import get_spec, tasks
-    from .restoration import _model, _model_kernel
+    from .restoration import _kernel_model, _model_kernel
 
     try:
         kernel = a.kernel or _model_kernel(a.model) or tasks()[a.task]
@@ -364,7 +364,8 @@ def main(argv: list[str] | None = None) -> int:
     if spec_task != a.task:
         return _err(f"--kernel {kernel} does {spec_task}, not {a.task}")
     try:
-        _model(a.model, kernel, load_model)  # a bad model name or file: exit 2 up front
+        # a bad model name or file, or one for another kernel: exit 2 up front
+        _kernel_model(a.model, kernel, load_model)
     except (ValueError, OSError) as e:
         return _err(str(e).splitlines()[0])
     if a.task == "deblur" and a.blur is None:

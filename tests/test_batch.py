@@ -278,3 +278,12 @@ def test_a_model_alone_chooses_the_kernel(files, tmp_path):
     )
     info = json.loads((out / "a_pkn.json").read_text())
     assert info["model"] == "gaussian" and info["kernel"] == "gaussian"
+
+
+def test_a_model_for_another_kernel_is_refused_up_front(files, tmp_path, capsys):
+    out = tmp_path / "out"
+    args = [str(files / "a.tif"), "--out", str(out), "--quiet", "--kernel", "nlm"]
+    assert main([*args, "--model", "gaussian"]) == 2
+    err = capsys.readouterr().err
+    assert "'gaussian' drives kernel 'gaussian', not 'nlm'" in err
+    assert not out.exists()  # refused before any file is read or written

@@ -479,6 +479,11 @@ def test_ship_script_copies_the_model_and_renders_the_card(data_dir, tmp_path, c
     assert f"SHA-256 `{file_sha256(shipped)}`" in card
     assert "python scripts/ship.py " in card and "--name nlm-test" in card
     assert "## Validation metrics" in card and "| val | 30.00 |" in card
+    # metrics with their own sections come without an empty "Validation metrics" above
+    metrics.write_text("## Real data\n\n| set | PSNR |\n|---|---|\n| w2s | 33.00 |\n")
+    assert ship.main([*argv, "--metrics", str(metrics)]) == 0
+    card2 = (resources / "nlm-test.md").read_text()
+    assert "## Validation metrics" not in card2 and "## Real data\n\n| set" in card2
     # the training card and the shipped one describe the same run
     trained = (out / "nlm.md").read_text()
     assert trained.split("- **Training data**")[1].split("\n")[0] in card
@@ -626,6 +631,24 @@ def test_synthetic_fluorescence_is_seeded_bounded_and_band_limited():
             *torch.meshgrid(torch.arange(64) - 32.0, torch.arange(64) - 32.0, indexing="ij")
         )
         assert float(f[r > 16].sum() / f.sum()) < 0.05
+
+
+def test_synthetic_organelles_are_short_clustered_and_inside_the_cells():
+    from pkn.training.synthetic import _organelles
+
+    n = 128
+    cells = np.zeros((n, n), np.float32)
+    cells[:, : n // 2] = 1.0  # the left half is cell
+    made = 0
+    for seed in range(12):
+        img = _organelles(np.random.default_rng(seed), n, cells)
+        assert img.shape == (n, n) and float(img.min()) >= 0.0
+        if not img.any():
+            continue
+        made += 1
+        # they start inside the cells and are at most 30 px long (plus their width)
+        assert float(img[:, 3 * n // 4 :].sum()) < 1e-3 * float(img.sum())
+    assert 3 <= made <= 10  # about half of the images have them
 
 
 def test_synthetic_fluorescence_rejects_bad_sizes():

@@ -105,7 +105,10 @@ def render_card(
         "of a dB.",
     ]
     if metrics_md:
-        lines += ["", "## Validation metrics", "", metrics_md.strip()]
+        body = metrics_md.strip()
+        # Markdown with its own sections goes in as it is (no empty heading above them)
+        head = [] if body.startswith("## ") else ["## Validation metrics", ""]
+        lines += ["", *head, body]
     return "\n".join(lines) + "\n"
 
 

@@ -12,6 +12,7 @@ import argparse
 __all__ = ["arrange", "main", "open_viewer"]
 
 DEMO_TASK = "denoise"  # the sample is a noisy fluorescence image
+DEMO_MODEL = "nlm-fluo"  # the NLM model trained for fluorescence microscopy (the sample's kind)
 
 
 def open_viewer(run: bool = False, show: bool = True, viewer=None):
@@ -31,12 +32,8 @@ def open_viewer(run: bool = False, show: bool = True, viewer=None):
     viewer.open_sample("napari-pkn", "fluorescence")
     _, widget = viewer.window.add_plugin_dock_widget("napari-pkn", "PKN restoration")
     widget.form.select(layer="fluorescence (noisy)")
-    if run:  # the demo: denoising with the task's default model, its maps and QC shown
-        from ._scripting import catalogue
-
-        task = DEMO_TASK
-        model = catalogue().tasks.get(task)
-        widget.form.select(task=task, model=model, show_maps=True, show_qc=True)
+    if run:  # the demo: denoising with the sample's model, its maps and QC shown
+        widget.form.select(task=DEMO_TASK, model=DEMO_MODEL, show_maps=True, show_qc=True)
         widget.run()
     return viewer, widget
 

@@ -1,6 +1,7 @@
 """``python -m pkn demo``: the headless main job.
 
-Denoises a bundled sample with the shipped NLM model, writes the result, the noisy
+Denoises a bundled sample with the shipped NLM model trained for its kind of image
+(``nlm-fluo`` for the fluorescence sample, ``nlm`` for the photograph), writes the result, the noisy
 input and the parameter map (float32 TIFF for analysis, PNG for a quick look) and prints
 the PSNR before/after against the clean reference and the provenance.
 """
@@ -14,7 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["main"]
+__all__ = ["SAMPLE_MODELS", "main"]
+
+#: The model each sample is restored with when neither --kernel nor --model is given.
+SAMPLE_MODELS = {"fluorescence": "nlm-fluo", "natural": "nlm"}
 
 
 def _png(path: Path, a: np.ndarray, lo: float, hi: float, cmap: str | None = None) -> None:
@@ -66,7 +70,8 @@ def _main(argv: list[str] | None) -> int:
         "--model",
         default=None,
         help="a shipped denoising model or .safetensors file, e.g. nlm-fluo for fluorescence "
-        "(its kernel is used; default: the kernel's shipped model)",
+        "(its kernel is used; default: the kernel's shipped model, or with no --kernel "
+        "the sample's: nlm-fluo for fluorescence, nlm for natural)",
     )
     p.add_argument("--strength", type=_strength, default=1.0, help="1 = as trained, 0 = identity")
     p.add_argument("--out", default="out", help="output folder (default ./out)")
@@ -81,6 +86,8 @@ def _main(argv: list[str] | None) -> int:
     from .models.io import load_model
     from .restoration import _kernel_model, _task_kernel, restore
 
+    if a.kernel is None and a.model is None:
+        a.model = SAMPLE_MODELS[a.sample]
     try:  # the kernel follows the model; a model of another kernel or task: one line
         kernel, _ = _task_kernel("denoise", a.kernel, a.model)
         if a.model is not None:

@@ -115,6 +115,22 @@ def test_demo_with_a_model_uses_its_kernel(capsys, tmp_path):
     assert info["model"] == "nlm-fluo" and info["kernel"] == "nlm"
 
 
+@pytest.mark.parametrize(
+    ("argv", "model", "kernel"),
+    [
+        ([], "nlm-fluo", "nlm"),  # the fluorescence sample: the model trained for it
+        (["--sample", "natural"], "nlm", "nlm"),
+        (["--kernel", "nlm"], "nlm", "nlm"),  # a kernel alone: its general shipped model
+    ],
+)
+def test_demo_default_model_follows_the_sample(argv, model, kernel, capsys, tmp_path):
+    code, err = _run(["demo", *argv, "--out", str(tmp_path / "out")], capsys)
+    assert code == 0, err
+    info = next((tmp_path / "out").glob("*_info.json"))
+    info = __import__("json").loads(info.read_text())
+    assert (info["model"], info["kernel"]) == (model, kernel)
+
+
 def test_demo_out_is_a_file(capsys, tmp_path):
     f = tmp_path / "afile"
     f.write_text("keep")

@@ -456,9 +456,10 @@ def test_deblur_with_a_psf_layer(all_models, viewer_widget, qtbot, notes):
     assert "other" not in [f.psf_layer.itemText(i) for i in range(f.psf_layer.count())]
 
 
-def test_main_job_runs_the_default_model_and_shows_every_map(make_napari_viewer, qtbot):
+def test_main_job_runs_the_samples_model_and_shows_every_map(make_napari_viewer, qtbot):
     """``python -m napari_pkn._launch --run``: whatever kernel the user last chose, the demo
-    restores the sample with the denoising default and lays out all its maps."""
+    restores the fluorescence sample with the NLM model trained for fluorescence (so no
+    model hint is shown) and lays out all its maps."""
     from napari_pkn._launch import arrange, grid_of, open_viewer
     from napari_pkn._qt import _settings
 
@@ -466,7 +467,8 @@ def test_main_job_runs_the_default_model_and_shows_every_map(make_napari_viewer,
     viewer, widget = open_viewer(run=True, viewer=make_napari_viewer())
     wait(qtbot, widget)
     assert widget.form.task.currentData() == "denoise"
-    assert widget.form.kernel.currentData() == catalogue().tasks["denoise"]
+    assert widget.form.kernel.currentData() == "nlm-fluo"
+    assert not widget.form.model_hint.isVisibleTo(widget)
     assert widget.form.show_maps.isChecked()
     arrange(viewer)
     names = [ly.name for ly in viewer.layers]
@@ -580,3 +582,26 @@ def test_a_strength_above_the_slider_range_widens_it(viewer_widget):
     assert f.strength.value() == pytest.approx(4.3) and f.strength.maximum() == 5.0
     f.set_strength(5.5)
     assert f.strength.value() == pytest.approx(5.5) and f.strength.maximum() == 6.0
+
+
+def test_signal_dependent_noise_suggests_the_fluorescence_model(viewer_widget):
+    """A microscope-like layer (Poisson-Gaussian noise estimated) with a model trained for
+    photographs gets a one-line suggestion; choosing the suggested model, or a layer with
+    white Gaussian noise, hides it."""
+    viewer, widget = viewer_widget
+    f = widget.form
+    rng = np.random.default_rng(0)
+    clean = np.kron(rng.uniform(5, 200, (8, 8)), np.ones((16, 16)))  # bright and dark blocks
+    counts = rng.poisson(clean).astype(np.float32)  # photon noise: variance = intensity
+    micro = viewer.add_image(counts, name="micro")
+    select(widget, micro, task="denoise", model="nlm")
+    assert "Poisson-Gaussian" in f.noise_info.text()
+    assert f.model_hint.isVisibleTo(widget)
+    assert "anisotropic-fluo" in f.model_hint.text()
+    select(widget, model="anisotropic-fluo")
+    assert not f.model_hint.isVisibleTo(widget)
+    select(widget, model="nlm")
+    assert f.model_hint.isVisibleTo(widget)
+    photo = viewer.add_image((clean + rng.normal(0, 10, clean.shape)).astype(np.float32), name="p")
+    select(widget, photo)
+    assert "Gaussian," in f.noise_info.text() and not f.model_hint.isVisibleTo(widget)

@@ -18,6 +18,8 @@ from qtpy.QtWidgets import (
 )
 from superqt import QLabeledDoubleSlider
 
+from ._run import model_hint
+
 __all__ = ["OptionsForm"]
 
 NOISE_MODES = {
@@ -73,6 +75,10 @@ class OptionsForm(QWidget):
             self.task.addItem(t, t)
         self._label_tasks()
         self.kernel = QComboBox()
+        self.model_hint = QLabel("")  # a better-suited model for this noise, when there is one
+        self.model_hint.setWordWrap(True)
+        self.model_hint.setVisible(False)
+        self._desc = None  # the last noise estimate (set_estimate)
         self.noise_mode = _combo(NOISE_MODES)
         self.noise_info = QLabel("choose an image layer to estimate its noise")
         self.noise_info.setToolTip(
@@ -132,6 +138,7 @@ class OptionsForm(QWidget):
             ("image", self.layer),
             ("task", self.task),
             ("kernel", self.kernel),
+            ("", self.model_hint),
             ("noise", self.noise_mode),
             ("", self.noise_info),
             ("", self.per_plane),
@@ -250,6 +257,10 @@ class OptionsForm(QWidget):
         denoise = self.task.currentData() == AUTO_TASK
         self.auto.setVisible(denoise)
         self.show_qc.setVisible(denoise)
+        offered = [m.name for m in self._catalogue.models_for(self.task.currentData())]
+        hint = model_hint(self._desc, self.kernel.currentData(), offered) if denoise else ""
+        self.model_hint.setText(hint)
+        self._show(self.model_hint, bool(hint))
 
     def set_layers(self, names: list[str], prefer: str | None) -> None:
         """Offer ``names`` in the image combo (no signals); keep the current choice, else
@@ -299,6 +310,8 @@ class OptionsForm(QWidget):
     def set_estimate(self, desc: dict | None, text: str) -> None:
         """Show the automatic estimate; pre-fill the manual fields while on automatic."""
         self.noise_info.setText(text)
+        self._desc = desc
+        self.update_rows()
         if not desc or self.noise_mode.currentData() != "auto":
             return
 

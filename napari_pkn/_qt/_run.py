@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from .._layers import number, readable
 
-__all__ = ["WHITENESS_WARN", "Failure", "guarded", "noise_text", "whiteness_text"]
+__all__ = [
+    "WHITENESS_WARN",
+    "Failure",
+    "guarded",
+    "model_hint",
+    "noise_text",
+    "whiteness_text",
+]
 
 
 class Failure:
@@ -61,6 +68,35 @@ def noise_text(desc: dict) -> str:
     std = ", ".join(root(x, y) for x, y in zip(a, b, strict=True))
     mean = f"; {fmt(desc['sigma'])} at the mean" if "sigma" in desc else ""
     return f"noise: std = {std} (Poisson-Gaussian, {how}{mean})"
+
+
+# the shipped models for fluorescence microscopy, best first (README: real microscopy)
+FLUO_MODELS = ("anisotropic-fluo", "nlm-fluo")
+
+
+def model_hint(desc: dict | None, model: str | None, offered) -> str:
+    """A one-line suggestion when the estimated noise is signal-dependent (Poisson-Gaussian,
+    as a microscope camera's) and the chosen model was trained for photographs, or ``""``.
+
+    Examples
+    --------
+    >>> desc = {"model": "poisson-gaussian", "a": 0.02, "b": 1e-4, "estimated": True}
+    >>> model_hint(desc, "nlm", ["nlm", "anisotropic-fluo"])[:47]
+    'signal-dependent noise (a microscope camera?): '
+    >>> model_hint(desc, "anisotropic-fluo", ["nlm", "anisotropic-fluo"])
+    ''
+    """
+    if not desc or desc.get("model") != "poisson-gaussian" or not desc.get("estimated"):
+        return ""
+    if model is None or model in FLUO_MODELS:
+        return ""
+    better = next((m for m in FLUO_MODELS if m in offered), None)
+    if better is None:
+        return ""
+    return (
+        f"signal-dependent noise (a microscope camera?): {better} was trained for "
+        "fluorescence microscopy"
+    )
 
 
 WHITENESS_WARN = 0.1  # neighbour correlation above which the residual shows structure

@@ -27,8 +27,10 @@ import torch.nn.functional as F
 
 __all__ = ["STRENGTHS", "qc_map", "sure_strength", "whiteness"]
 
-#: Candidate strengths of the coarse search (then refined around the best).
+#: Candidate strengths of the coarse search (then refined around the best), tried in
+#: increasing order until SURE has risen twice in a row past its minimum.
 STRENGTHS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0)
+_RISES = 2  # consecutive rises of SURE past its minimum that end the coarse search
 _MAX_SIDE = 512  # calibrate on a central crop at most this large
 
 
@@ -74,8 +76,10 @@ def sure_strength(
     noise_std : torch.Tensor
         Noise std, ``(C, 1, 1, 1)`` or a map ``(C, 1, H, W)``, in the same units.
     candidates : sequence of float
-        Coarse grid of strengths; the best is refined by a parabola through its
-        neighbours.
+        Coarse grid of strengths, tried in increasing order until SURE has risen twice
+        in a row past its smallest value so far (SURE is about unimodal in the strength;
+        the large strengths, whose windows are the widest and slowest, are then never
+        run); the best is refined by a parabola through its neighbours.
     noise_kernel : torch.Tensor, optional
         ``(k, k)`` footprint of spatially correlated noise (noise = white noise filtered
         by it, normalised to unit energy); default white.
@@ -113,8 +117,15 @@ def sure_strength(
         div = float((b * (y2 - y)).double().mean()) / eps
         return float((y - xc).double().square().mean()) - var + 2.0 * div
 
-    cands = [float(c) for c in candidates]
-    values = [sure(s) for s in cands]
+    cands, values = [], []
+    for c in sorted(float(c) for c in candidates):
+        cands.append(c)
+        values.append(sure(c))
+        i = int(np.argmin(values))
+        if len(values) - 1 - i >= _RISES and all(
+            values[j + 1] > values[j] for j in range(len(values) - 1 - _RISES, len(values) - 1)
+        ):
+            break
     i = int(np.argmin(values))
     best = cands[i]
     if 0 < i < len(cands) - 1:  # parabola through the best and its neighbours

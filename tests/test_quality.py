@@ -51,6 +51,31 @@ def test_sure_tracks_the_true_error(camera, kernel):
         assert est == pytest.approx(mse, rel=0.1, abs=2e-5), (kernel, s)
 
 
+@pytest.mark.parametrize("kernel", ["nlm", "anisotropic"])
+def test_sure_search_stops_past_the_minimum_with_the_full_searchs_answer(
+    camera, kernel, monkeypatch
+):
+    """The coarse search stops once SURE has risen twice past its minimum: the wide (slow)
+    windows of the largest strengths are never run, and the strength is the full grid's."""
+    import pkn._quality as Q
+
+    rng = np.random.default_rng(3)
+    noisy = (camera + 0.1 * rng.standard_normal(camera.shape)).astype(np.float32)
+    r = pkn.Restorer(noisy, kernel=kernel, noise=0.1)
+    args = (r.net, r.p.x, r.maps, r.noise_std)
+    fast, info = sure_strength(*args)
+    rises = Q._RISES
+    monkeypatch.setattr(Q, "_RISES", len(Q.STRENGTHS))  # never stops early
+    full, info_full = sure_strength(*args)
+    assert fast == pytest.approx(full, abs=1e-9)
+    coarse = [c for c in info["candidates"] if c in Q.STRENGTHS]
+    assert max(coarse) < 3.0 and len(coarse) < len(Q.STRENGTHS)  # stopped early
+    assert len(info_full["candidates"]) >= len(Q.STRENGTHS)
+    s = info["sure"][: len(coarse)]
+    best = int(np.argmin(s))
+    assert s[-1] > s[-2] > s[best] and len(coarse) - 1 - best == rises
+
+
 def test_auto_strength_only_for_denoising():
     x = np.random.default_rng(2).random((32, 32)).astype(np.float32)
     with pytest.raises(ValueError, match="auto"):

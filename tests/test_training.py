@@ -633,24 +633,6 @@ def test_synthetic_fluorescence_is_seeded_bounded_and_band_limited():
         assert float(f[r > 16].sum() / f.sum()) < 0.05
 
 
-def test_synthetic_organelles_are_short_clustered_and_inside_the_cells():
-    from pkn.training.synthetic import _organelles
-
-    n = 128
-    cells = np.zeros((n, n), np.float32)
-    cells[:, : n // 2] = 1.0  # the left half is cell
-    made = 0
-    for seed in range(12):
-        img = _organelles(np.random.default_rng(seed), n, cells)
-        assert img.shape == (n, n) and float(img.min()) >= 0.0
-        if not img.any():
-            continue
-        made += 1
-        # they start inside the cells and are at most 30 px long (plus their width)
-        assert float(img[:, 3 * n // 4 :].sum()) < 1e-3 * float(img.sum())
-    assert 3 <= made <= 10  # about half of the images have them
-
-
 def test_synthetic_fluorescence_rejects_bad_sizes():
     from pkn.training.synthetic import fluorescence
 

@@ -515,6 +515,25 @@ def test_training_chain_lists_the_fine_tuning_runs_in_order(data_dir, tmp_path, 
     with pytest.raises(SystemExit):  # not a training run's model: a clear error
         chain.main([str(tmp_path / "elsewhere.safetensors")])
     assert "summary.json" in capsys.readouterr().err
+    # a run started from a shipped name goes on through the run that name was shipped from
+    third = tmp_path / "third"
+    train(
+        _cfg(data_dir, third, iters=1, val_every=1, init="nlm", command="python -m pkn train C"),
+        progress=False,
+    )
+    assert chain.main([str(third / "nlm.safetensors")]) == 0
+    assert "1 runs" in capsys.readouterr().out  # stops at the shipped name
+    with pytest.raises(SystemExit):  # nlm was not shipped from the first run: refused
+        chain.main([str(third / "nlm.safetensors"), "--via", f"nlm={model}"])
+    assert "SHA-256" in capsys.readouterr().err
+    # as if the first run's output had been shipped as "nlm-rel" and the third started there
+    summary = third / "summary.json"
+    s = json.loads(summary.read_text())
+    s["init"] = {"model": "nlm-rel", "sha256": file_sha256(model)}
+    summary.write_text(json.dumps(s))
+    assert chain.main([str(third / "nlm.safetensors"), "--via", f"nlm-rel={model}"]) == 0
+    md = capsys.readouterr().out
+    assert "2 runs" in md and md.index("pkn train A") < md.index("pkn train C")
 
 
 # ------------------------------------------------------- spatially correlated noise

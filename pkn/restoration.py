@@ -500,12 +500,12 @@ def _model_kernel(model) -> str | None:
     """The kernel a model (shipped name, file or object) drives; None for no model."""
     if model is None:
         return None
-    from .models.io import load_model
+    from .models.io import model_kernel
     from .models.pkn_model import PKNModel
 
     if isinstance(model, PKNModel):
         return model.kernel
-    return load_model(model)[0].kernel  # cached by path and hash; bad names: clear errors
+    return model_kernel(model)  # its metadata, cached by path and hash; bad names: clear errors
 
 
 def _task_kernel(task, kernel, model=None):

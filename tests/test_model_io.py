@@ -85,6 +85,17 @@ def test_load_by_str_path(tmp_path):
     assert isinstance(loaded, PKNModel)
 
 
+def test_model_kernel_reads_the_metadata_only(tmp_path, monkeypatch):
+    io = model_io
+    path = save_model(PKNModel("gaussian", widths=(4, 4, 4)), tmp_path / "g.safetensors")
+    monkeypatch.setattr(io, "PKNModel", None)  # no network is built
+    assert io.model_kernel(path) == "gaussian" and io.model_kernel("nlm") == "nlm"
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"not a model")
+    with pytest.raises(ValueError, match=r"bad\.safetensors"):
+        io.model_kernel(bad)
+
+
 def test_file_sha256(tmp_path):
     f = tmp_path / "x.bin"
     data = bytes(range(256)) * 5000  # > 1 MiB: several chunks

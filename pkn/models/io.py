@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .pkn_model import PKNModel
 
-__all__ = ["file_sha256", "list_models", "load_model", "model_path", "save_model"]
+__all__ = ["file_sha256", "list_models", "load_model", "model_kernel", "model_path", "save_model"]
 
 FORMAT = "pkn-model"
 FORMAT_VERSION = "1"
@@ -132,6 +132,16 @@ def load_model(name: str | Path) -> tuple[PKNModel, dict]:
         "n_parameters": sum(p.numel() for p in model.parameters()),
     }
     return model, info
+
+
+def model_kernel(name: str | Path) -> str:
+    """The kernel a model (shipped name or ``.safetensors`` file) drives, from its metadata
+    (read once, cached like :func:`load_model`; no network is built). Errors as
+    :func:`load_model`'s for missing, damaged or foreign files."""
+    path = model_path(name)
+    meta = _read(str(path), file_sha256(path))[0]
+    _architecture(str(path), meta)  # validated: a known kernel and a sane architecture
+    return meta["kernel"]
 
 
 _MAX_HEADER = 100 << 20  # safetensors' own limit on the JSON header (bytes)

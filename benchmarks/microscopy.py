@@ -245,8 +245,9 @@ def _oracle_inputs(noisy: np.ndarray, clean: np.ndarray, model: bl.NoiseParams):
 class _Methods:
     """The methods' implementations, sharing the loaded model and the global optimum."""
 
-    def __init__(self, kernel: str, model, oracle_iters: int):
+    def __init__(self, kernel: str, model, oracle_iters: int, threads: int = 0):
         self.kernel, self.model, self.oracle_iters = kernel, model, oracle_iters
+        self.threads = threads  # BM3D's threads too (its library uses every core by default)
         self.options: dict | None = None
         self.glob: dict = {}  # image -> (global OracleResult, seconds)
 
@@ -278,6 +279,8 @@ class _Methods:
 
             def run(img):
                 m = bl.noise_model(img)
+                if method == "gat-bm3d":
+                    return fn(img, m, threads=self.threads), m
                 return fn(img, m), m
 
             (out, m), dt = timed(run, x)
@@ -406,7 +409,7 @@ def run(
     for ds in datasets:
         groups.update(find_pairs(root, ds, channels, subset))
     tags = _tags(methods, kernel, sha, oracle_iters)
-    impl = _Methods(kernel, model, oracle_iters)
+    impl = _Methods(kernel, model, oracle_iters, threads)
     cache = Cache(cache)
 
     noise: dict[int, str] = {}  # id(pair) -> _noise_tag of its calibrated model
@@ -678,7 +681,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--model", default=None, help="model name or .safetensors (default: kernel)")
     p.add_argument("--cache", default=None, help="JSON file caching per-image results")
-    p.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    p.add_argument("--threads", type=int, default=0, help="threads of torch and of BM3D (0: their defaults)")
     p.add_argument("--markdown", action="store_true", help="markdown tables with notes")
     a = p.parse_args(argv)
     methods = list(dict.fromkeys(a.methods))

@@ -81,6 +81,10 @@ def test_gat_denoisers_reduce_poisson_gaussian_noise():
         out = fn(noisy, model)
         assert out.shape == noisy.shape and out.dtype == np.float32
         assert affine_metrics(out, clean)["psnr"] > before + 2, fn.__name__
+    # BM3D on the benchmark's --threads (its library's default is every core)
+    one = bl.gat_bm3d(noisy, model, threads=1)
+    np.testing.assert_array_equal(one, bl.gat_bm3d(noisy, model, threads=1))
+    np.testing.assert_allclose(one, bl.gat_bm3d(noisy, model), atol=1e-4)
 
 
 # --------------------------------------------------------------------------- Gaussian

@@ -48,14 +48,14 @@ def main(out: Path = OUT) -> Path:
     from qtpy.QtCore import Qt
     from qtpy.QtWidgets import QApplication
 
-    from napari_pkn._launch import grid_of, open_viewer
+    from napari_pkn._launch import DEMO_MODEL, DEMO_TASK, grid_of, open_viewer
     from napari_pkn._layers import PROBE_NAME
 
     viewer, widget = open_viewer(run=False, show=True)
     for layer in viewer.layers:  # a microscope's pixel size: units on maps and colorbars
         layer.scale, layer.units = (PIXEL_UM, PIXEL_UM), ("um", "um")
         layer.name = layer.name.replace("fluorescence ", "").strip("()")  # short labels
-    widget.form.select(layer="noisy")
+    widget.form.select(layer="noisy", task=DEMO_TASK, model=DEMO_MODEL)  # as the main job
     app = QApplication.instance()
     qt_window = viewer.window._qt_window
     qt_window.resize(1600, 1150)

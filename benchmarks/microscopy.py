@@ -681,7 +681,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--model", default=None, help="model name or .safetensors (default: kernel)")
     p.add_argument("--cache", default=None, help="JSON file caching per-image results")
-    p.add_argument("--threads", type=int, default=0, help="threads of torch and of BM3D (0: their defaults)")
+    p.add_argument(
+        "--threads", type=int, default=0, help="threads of torch and of BM3D (0: their defaults)"
+    )
     p.add_argument("--markdown", action="store_true", help="markdown tables with notes")
     a = p.parse_args(argv)
     methods = list(dict.fromkeys(a.methods))

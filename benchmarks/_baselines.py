@@ -118,9 +118,7 @@ def gat_inverse(d: np.ndarray, a: float, b: float) -> np.ndarray:
     return np.maximum(a * i - b / a, max(-b, 0.0) / a)
 
 
-def gat_bm3d(
-    noisy: np.ndarray, model: NoiseParams | None = None, threads: int = 0
-) -> np.ndarray:
+def gat_bm3d(noisy: np.ndarray, model: NoiseParams | None = None, threads: int = 0) -> np.ndarray:
     """GAT -> ``bm3d.bm3d(f, sigma_psd=1)`` (both stages, default profile) -> inverse.
 
     ``threads``: the profile's ``num_threads`` (0: the library's default, every core; the

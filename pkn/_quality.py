@@ -117,14 +117,13 @@ def sure_strength(
         div = float((b * (y2 - y)).double().mean()) / eps
         return float((y - xc).double().square().mean()) - var + 2.0 * div
 
-    cands, values = [], []
+    cands, values, rises = [], [], 0
     for c in sorted(float(c) for c in candidates):
         cands.append(c)
         values.append(sure(c))
-        i = int(np.argmin(values))
-        if len(values) - 1 - i >= _RISES and all(
-            values[j + 1] > values[j] for j in range(len(values) - 1 - _RISES, len(values) - 1)
-        ):
+        # consecutive rises: once there are _RISES, the minimum lies before them
+        rises = rises + 1 if len(values) > 1 and values[-1] > values[-2] else 0
+        if rises >= _RISES:
             break
     i = int(np.argmin(values))
     best = cands[i]
